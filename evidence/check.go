@@ -1,0 +1,202 @@
+package evidence
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Checked is a bundle whose signatures and key bindings were checked: what a judge weighs.
+// Verdict is started: it holds the label, the signature problems and the notices, and the judge
+// completes it.
+type Checked struct {
+	Bundle  *Bundle
+	OK      []bool // OK[i]: note i is signed by every signer it needs, with trusted keys
+	Verdict *Verdict
+}
+
+// Good returns the notes whose signatures stand, with their 1-based positions.
+func (c *Checked) Good() (notes []*Note, pos []int) {
+	for i, n := range c.Bundle.Notes {
+		if c.OK[i] {
+			notes = append(notes, n)
+			pos = append(pos, i+1)
+		}
+	}
+	return notes, pos
+}
+
+// Check verifies every note of the bundle. Agent keys are trusted when pinned; with no pinned
+// keys, the agent keys in the bundle are taken as given and the verdict says so. A user's key
+// is trusted only when pinned or bound to the user's address by a KEY record that a trusted
+// agent signed, with a time not after the note it verifies.
+func (b *Bundle) Check(pinned *Keys) *Checked {
+	v := &Verdict{Valid: true, Label: b.Label.String(), Outcome: OutcomeInvalid}
+	c := &Checked{Bundle: b, OK: make([]bool, len(b.Notes)), Verdict: v}
+
+	agents, _ := NewKeys()
+	if pinned != nil {
+		for _, k := range pinned.List() {
+			_ = agents.Add(k)
+		}
+	} else {
+		for _, k := range b.Keys {
+			if !strings.Contains(KeyID(k), "@") {
+				_ = agents.Add(k)
+			}
+		}
+		v.Notices = append(v.Notices, "the agents' keys were taken from the bundle itself; pin the keys you trust (verify --key) to check who the agents are")
+	}
+
+	// First the KEY records, with agent keys only: they decide which user keys count.
+	bindings := map[string][]*Record{} // verifier key -> KEY records binding it
+	for i, n := range b.Notes {
+		if n.Record.Type != KEY {
+			continue
+		}
+		if err := n.Verify(agents); err != nil {
+			v.Fail(i+1, KEY, "signature", "%v", err)
+			continue
+		}
+		c.OK[i] = true
+		bindings[n.Record.Key] = append(bindings[n.Record.Key], n.Record)
+	}
+
+	// One key set for every other note: the agents, and the user keys that are pinned or bound
+	// by a trusted KEY record. Whether a binding was in force when a user signed is checked
+	// per note below.
+	keys, _ := NewKeys(agents.List()...)
+	for _, k := range b.Keys {
+		if strings.Contains(KeyID(k), "@") && (pinned != nil && contains(pinned.List(), k) || len(bindings[k]) > 0) {
+			_ = keys.Add(k)
+		}
+	}
+	for i, n := range b.Notes {
+		r := n.Record
+		if r.Type == KEY {
+			continue
+		}
+		if !r.Label.IsZero() && r.Label != b.Label {
+			v.Fail(i+1, r.Type, "label", "note is for label %s, the bundle for %s", r.Label, b.Label)
+			continue
+		}
+		if err := n.Verify(keys); err != nil {
+			if userSigned(r) && !keys.Has(r.SignerNames()[0]) {
+				v.Fail(i+1, r.Type, "key binding", "no trusted KEY record binds a key of %s", r.SignerNames()[0])
+				continue
+			}
+			v.Fail(i+1, r.Type, "signature", "%v", err)
+			continue
+		}
+		if userSigned(r) && !userKeyInForce(n, b.Keys, pinned, bindings) {
+			v.Fail(i+1, r.Type, "key binding", "the key of %s that signed was not bound to that address at or before %s", r.SignerNames()[0], FormatTime(r.Time))
+			continue
+		}
+		c.OK[i] = true
+	}
+	if len(b.Proofs) == 0 {
+		v.Notices = append(v.Notices, "the bundle has no log proofs yet: the notes' publication in the evidence log was not checked")
+	}
+	return c
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// userSigned reports whether a record is signed by a user's key rather than an agent's.
+func userSigned(r *Record) bool {
+	s := schemas[r.Type]
+	return s.signer == byRecipient || s.signer == bySender
+}
+
+// userKeyInForce reports whether n carries a signature by a user key that is pinned, or that a
+// trusted KEY record bound to the signer's address from a time not after the note's own time
+// (tokens without a time accept any binding).
+func userKeyInForce(n *Note, bundleKeys []string, pinned *Keys, bindings map[string][]*Record) bool {
+	r := n.Record
+	want := r.SignerNames()[0]
+	for _, k := range bundleKeys {
+		id := KeyID(k)
+		if !strings.HasPrefix(id, want+"+") || !n.hasSigBy(id) {
+			continue
+		}
+		if pinned != nil && contains(pinned.List(), k) {
+			return true
+		}
+		for _, kr := range bindings[k] {
+			if mustKeyName(kr.Subject) == want && (r.Time.IsZero() || !kr.Time.After(r.Time)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hasSigBy reports whether n has a signature line by the key "name+hash".
+func (n *Note) hasSigBy(id string) bool {
+	for _, s := range n.Sigs {
+		if fmt.Sprintf("%s+%08x", s.Name, s.Hash) == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Signer returns a printable name of who signed r.
+func (r *Record) Signer() string { return strings.Join(r.SignerNames(), " and ") }
+
+// Describe says in plain words what a valid record establishes.
+func (r *Record) Describe() string {
+	switch r.Type {
+	case COP:
+		return fmt.Sprintf("%s accepted a message from %s for %s (content %s), to be delivered or reported by %s", r.Agent, r.Sender, r.Recipient, short(r.Content), FormatTime(r.Deadline))
+	case NAC:
+		return fmt.Sprintf("%s refused the submission of %s: %s (%s)", r.Agent, r.Sender, r.Reason, r.Detail)
+	case ACK:
+		return fmt.Sprintf("%s took charge of the item for %s from %s", r.Agent, r.Recipient, r.From)
+	case NTF:
+		return fmt.Sprintf("%s notified %s that an item waits (commitment %s)", r.Agent, r.Recipient, short(r.Commitment))
+	case DLV:
+		return fmt.Sprintf("%s attests that %s authenticated (%s) from %s and accepted the item", r.Agent, r.Recipient, r.Method, r.Client)
+	case REJ:
+		return fmt.Sprintf("%s attests that %s refused the item (%s)", r.Agent, r.Recipient, r.Reason)
+	case RET:
+		return fmt.Sprintf("%s released the content to %s at %s", r.Agent, r.Recipient, r.Client)
+	case ROD:
+		return fmt.Sprintf("%s reports delivery to %s, countersigned by %s", r.Agent, r.Recipient, r.Origin)
+	case WRN:
+		return fmt.Sprintf("%s warned %s that delivery to %s is not yet confirmed before %s", r.Agent, r.Sender, r.Recipient, FormatTime(r.Deadline))
+	case NDN:
+		return fmt.Sprintf("%s gives notice that the item for %s was not delivered (reason %s)", r.Agent, r.Recipient, r.Reason)
+	case RTR:
+		return fmt.Sprintf("%s withdrew the item for %s before pickup", r.Sender, r.Recipient)
+	case VIR:
+		return fmt.Sprintf("%s refused content from %s as malware: %s", r.Agent, r.Sender, r.Detail)
+	case PUB:
+		return fmt.Sprintf("%s published the key for ciphertext %s", r.Agent, short(r.Ciphertext))
+	case KEY:
+		return fmt.Sprintf("%s binds key %s to %s", r.Agent, KeyID(r.Key), r.Subject)
+	case CODBasic, CODNSR, CODIP:
+		return fmt.Sprintf("%s signed for delivery of the item from %s", r.Recipient, r.Agent)
+	case CMPNRO, CMP2NRO:
+		return fmt.Sprintf("%s is the origin of content %s for %s", r.Sender, short(r.Content), r.Recipient)
+	case CMPREQ, CMP2REQ:
+		return fmt.Sprintf("%s committed to receive the item from %s", r.Recipient, r.Sender)
+	case CMPNRD, CMP2NRD:
+		return fmt.Sprintf("%s delivered the item from %s to %s", r.Agent, r.Sender, r.Recipient)
+	case SRREQ:
+		return fmt.Sprintf("%s asked %s to publish the key of ciphertext %s at %s by %s", r.Recipient, r.Sender, short(r.Ciphertext), r.Location, FormatTime(r.Deadline))
+	case SRKEYRCPT:
+		return fmt.Sprintf("%s received the key %s of ciphertext %s", r.Recipient, short(r.KeyHash), short(r.Ciphertext))
+	case AGHPRECEIPT:
+		return fmt.Sprintf("%s released the key %s of exchange %s to %s (mode %s)", r.Agent, short(r.KeyHash), short(r.Exchange), r.Recipient, r.Mode)
+	}
+	return string(r.Type)
+}
+
+func short(h Hash) string { return h.String()[:len("sha256:")+12] + "…" }
