@@ -103,4 +103,3 @@ func KeyID(vkey string) string {
 	}
 	return parts[0] + "+" + parts[1]
 }
-

@@ -36,9 +36,9 @@ const (
 
 // Certificates of delivery, signed by the recipient B (PROTOCOLS.md §1).
 const (
-	CODBasic Type = "COD"    // cem: S_B(COD: Pn, L, H(M))
+	CODBasic Type = "COD"     // cem: S_B(COD: Pn, L, H(M))
 	CODNSR   Type = "COD-NSR" // cem-nsr: S_B(COD-NSR: Pn, L)
-	CODIP    Type = "COD-IP" // cem-ip: S_B(COD-IP: Pn, L, H(L,M))
+	CODIP    Type = "COD-IP"  // cem-ip: S_B(COD-IP: Pn, L, H(L,M))
 )
 
 // Protocol tokens of PROTOCOLS.md §§2–4.
@@ -209,10 +209,10 @@ type schemaEntry struct {
 type signerRole int
 
 const (
-	byAgent     signerRole = iota // the agent named in "agent"
-	byRecipient                   // B, under KeyName(recipient)
-	bySender                      // A, under KeyName(sender)
-	byAgentAndOrigin              // ROD: Pn and P1
+	byAgent          signerRole = iota // the agent named in "agent"
+	byRecipient                        // B, under KeyName(recipient)
+	bySender                           // A, under KeyName(sender)
+	byAgentAndOrigin                   // ROD: Pn and P1
 )
 
 type schema struct {
@@ -230,34 +230,34 @@ func req(names ...string) []schemaEntry {
 
 // schemas gives the field order and the signer of each type. It is a read-only table.
 var schemas = map[Type]schema{
-		COP: {req("label", "protocol", "agent", "sender", "recipient", "content", "deadline", "time"), byAgent},
-		NAC: {req("label", "agent", "sender", "reason", "detail", "time"), byAgent},
-		ACK: {req("label", "protocol", "agent", "from", "recipient", "content", "time"), byAgent},
-		NTF: {req("label", "protocol", "agent", "recipient", "content", "commitment", "deadline", "time"), byAgent},
-		DLV: {req("label", "protocol", "agent", "recipient", "content", "method", "client", "time"), byAgent},
-		REJ: {req("label", "protocol", "agent", "recipient", "reason", "time"), byAgent},
-		RET: {req("label", "agent", "recipient", "content", "client", "time"), byAgent},
-		ROD: {req("label", "protocol", "agent", "origin", "recipient", "content", "time"), byAgentAndOrigin},
-		WRN: {req("label", "protocol", "agent", "sender", "recipient", "deadline", "time"), byAgent},
-		NDN: {req("label", "protocol", "agent", "sender", "recipient", "content", "deadline", "reason", "time"), byAgent},
-		RTR: {req("label", "protocol", "agent", "sender", "recipient", "content", "time"), byAgent},
-		VIR: {req("label", "agent", "sender", "content", "detail", "time"), byAgent},
-		PUB: {req("label", "protocol", "agent", "ciphertext", "secret", "time"), byAgent},
-		KEY: {req("agent", "subject", "key", "time"), byAgent},
+	COP: {req("label", "protocol", "agent", "sender", "recipient", "content", "deadline", "time"), byAgent},
+	NAC: {req("label", "agent", "sender", "reason", "detail", "time"), byAgent},
+	ACK: {req("label", "protocol", "agent", "from", "recipient", "content", "time"), byAgent},
+	NTF: {req("label", "protocol", "agent", "recipient", "content", "commitment", "deadline", "time"), byAgent},
+	DLV: {req("label", "protocol", "agent", "recipient", "content", "method", "client", "time"), byAgent},
+	REJ: {req("label", "protocol", "agent", "recipient", "reason", "time"), byAgent},
+	RET: {req("label", "agent", "recipient", "content", "client", "time"), byAgent},
+	ROD: {req("label", "protocol", "agent", "origin", "recipient", "content", "time"), byAgentAndOrigin},
+	WRN: {req("label", "protocol", "agent", "sender", "recipient", "deadline", "time"), byAgent},
+	NDN: {req("label", "protocol", "agent", "sender", "recipient", "content", "deadline", "reason", "time"), byAgent},
+	RTR: {req("label", "protocol", "agent", "sender", "recipient", "content", "time"), byAgent},
+	VIR: {req("label", "agent", "sender", "content", "detail", "time"), byAgent},
+	PUB: {req("label", "protocol", "agent", "ciphertext", "secret", "time"), byAgent},
+	KEY: {req("agent", "subject", "key", "time"), byAgent},
 
-		CODBasic: {req("label", "agent", "recipient", "content", "time"), byRecipient},
-		CODNSR:   {req("label", "agent", "recipient", "time"), byRecipient},
-		CODIP:    {req("label", "agent", "recipient", "commitment", "time"), byRecipient},
+	CODBasic: {req("label", "agent", "recipient", "content", "time"), byRecipient},
+	CODNSR:   {req("label", "agent", "recipient", "time"), byRecipient},
+	CODIP:    {req("label", "agent", "recipient", "commitment", "time"), byRecipient},
 
-		CMPNRO:      {req("label", "sender", "recipient", "content"), bySender},
-		CMPREQ:      {req("label", "agent", "sender", "recipient", "content"), byRecipient},
-		CMPNRD:      {req("label", "agent", "sender", "recipient", "content", "request", "time"), byAgent},
-		CMP2NRO:     {req("label", "sender", "recipient", "content", "ciphertext"), bySender},
-		CMP2REQ:     {req("label", "agent", "sender", "recipient", "ciphertext"), byRecipient},
-		CMP2NRD:     {req("label", "agent", "sender", "recipient", "ciphertext", "keyhash", "request", "time"), byAgent},
-		SRREQ:       {append(req("label", "sender", "recipient", "ciphertext", "deadline", "location"), schemaEntry{"expectation", true}), byRecipient},
-		SRKEYRCPT:   {req("label", "sender", "recipient", "ciphertext", "keyhash"), byRecipient},
-		AGHPRECEIPT: {req("label", "agent", "sender", "recipient", "mode", "exchange", "keyhash", "time"), byAgent},
+	CMPNRO:      {req("label", "sender", "recipient", "content"), bySender},
+	CMPREQ:      {req("label", "agent", "sender", "recipient", "content"), byRecipient},
+	CMPNRD:      {req("label", "agent", "sender", "recipient", "content", "request", "time"), byAgent},
+	CMP2NRO:     {req("label", "sender", "recipient", "content", "ciphertext"), bySender},
+	CMP2REQ:     {req("label", "agent", "sender", "recipient", "ciphertext"), byRecipient},
+	CMP2NRD:     {req("label", "agent", "sender", "recipient", "ciphertext", "keyhash", "request", "time"), byAgent},
+	SRREQ:       {append(req("label", "sender", "recipient", "ciphertext", "deadline", "location"), schemaEntry{"expectation", true}), byRecipient},
+	SRKEYRCPT:   {req("label", "sender", "recipient", "ciphertext", "keyhash"), byRecipient},
+	AGHPRECEIPT: {req("label", "agent", "sender", "recipient", "mode", "exchange", "keyhash", "time"), byAgent},
 }
 
 // fieldTable and fieldIndex are read-only tables built once from fields().
