@@ -233,11 +233,17 @@ func ParseBundle(data []byte) (*Bundle, error) {
 		return nil, malformed("bundle: %v", err)
 	}
 	for strings.HasPrefix(r.peek(), "key ") {
-		l, _ := r.line()
+		l, err := r.line()
+		if err != nil {
+			return nil, err
+		}
 		b.Keys = append(b.Keys, strings.TrimPrefix(l, "key "))
 	}
 	for strings.HasPrefix(r.peek(), "note ") {
-		l, _ := r.line()
+		l, err := r.line()
+		if err != nil {
+			return nil, err
+		}
 		raw, err := r.block(strings.TrimPrefix(l, "note "))
 		if err != nil {
 			return nil, err
@@ -249,7 +255,10 @@ func ParseBundle(data []byte) (*Bundle, error) {
 		b.Notes = append(b.Notes, n)
 	}
 	if strings.HasPrefix(r.peek(), "checkpoint ") {
-		l, _ := r.line()
+		l, err := r.line()
+		if err != nil {
+			return nil, err
+		}
 		if b.Checkpoint, err = r.block(strings.TrimPrefix(l, "checkpoint ")); err != nil {
 			return nil, err
 		}
@@ -263,7 +272,10 @@ func ParseBundle(data []byte) (*Bundle, error) {
 		b.Proofs = append(b.Proofs, p)
 	}
 	for strings.HasPrefix(r.peek(), "item ") {
-		l, _ := r.line()
+		l, err := r.line()
+		if err != nil {
+			return nil, err
+		}
 		name, size, ok := strings.Cut(strings.TrimPrefix(l, "item "), " ")
 		if !ok {
 			return nil, malformed("bundle: item line %q: want item NAME LENGTH", l)
@@ -291,7 +303,10 @@ func ParseBundle(data []byte) (*Bundle, error) {
 }
 
 func (r *bundleReader) proof() (Proof, error) {
-	l, _ := r.line()
+	l, err := r.line()
+	if err != nil {
+		return Proof{}, err
+	}
 	f := strings.Fields(strings.TrimPrefix(l, "proof "))
 	if len(f) != 3 || strings.Join(f, " ") != strings.TrimPrefix(l, "proof ") {
 		return Proof{}, malformed("bundle: proof line %q: want proof NOTE INDEX COUNT", l)

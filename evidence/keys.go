@@ -30,7 +30,7 @@ func checkVerifierKey(s string) error {
 
 // PublicKey extracts the Ed25519 public key from a verifier key.
 func PublicKey(vkey string) (ed25519.PublicKey, error) {
-	parts := strings.Split(vkey, "+")
+	parts := strings.SplitN(vkey, "+", 3)
 	if len(parts) != 3 {
 		return nil, fmt.Errorf("verifier key %q: want name+hash+key", vkey)
 	}
@@ -97,7 +97,7 @@ func (k *Keys) Verifier(name string, hash uint32) (note.Verifier, error) {
 
 // KeyID is the "name+hash" prefix of a verifier key that identifies it in signature lines.
 func KeyID(vkey string) string {
-	parts := strings.Split(vkey, "+")
+	parts := strings.SplitN(vkey, "+", 3)
 	if len(parts) < 2 {
 		return vkey
 	}

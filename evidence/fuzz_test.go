@@ -1,0 +1,84 @@
+package evidence_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"certmail/evidence"
+)
+
+// seedCorpus adds every vector file matching the patterns, and fails when there is none.
+func seedCorpus(f *testing.F, patterns ...string) {
+	n := 0
+	for _, p := range patterns {
+		files, _ := filepath.Glob(p)
+		for _, file := range files {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+			n++
+		}
+	}
+	if n == 0 {
+		f.Fatalf("no seed files match %v", patterns)
+	}
+}
+
+func FuzzParseRecord(f *testing.F) {
+	seedCorpus(f, "../testdata/vectors/notes/*/*.note")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if i := bytes.LastIndex(data, []byte("\n\n")); i >= 0 {
+			data = data[:i+1] // the body of a note, when the input is one
+		}
+		r, err := evidence.ParseRecord(data)
+		if err != nil {
+			return
+		}
+		enc, err := r.Encode()
+		if err != nil {
+			t.Fatalf("parsed record does not encode: %v", err)
+		}
+		if !bytes.Equal(enc, data) {
+			t.Fatalf("parse then encode changed the bytes:\n%q\n%q", data, enc)
+		}
+	})
+}
+
+func FuzzParseNote(f *testing.F) {
+	seedCorpus(f, "../testdata/vectors/notes/*/*.note")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := evidence.ParseNote(data)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(n.Bytes(), data) {
+			t.Fatal("note bytes changed")
+		}
+		body, err := n.Record.Encode()
+		if err != nil || !bytes.HasPrefix(data, body) || !bytes.Equal(data[len(body):len(body)+1], []byte("\n")) {
+			t.Fatalf("note body is not the canonical record: %v", err)
+		}
+	})
+}
+
+func FuzzParseBundle(f *testing.F) {
+	seedCorpus(f, "../testdata/vectors/bundles/*/*.bundle")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := evidence.ParseBundle(data)
+		if err != nil {
+			return
+		}
+		enc, err := b.Encode()
+		if err != nil {
+			t.Fatalf("parsed bundle does not encode: %v", err)
+		}
+		if !bytes.Equal(enc, data) {
+			t.Fatalf("parse then encode changed the bundle")
+		}
+		b.Check(nil) // must not panic on any parsed bundle
+	})
+}
