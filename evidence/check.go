@@ -147,8 +147,17 @@ func (n *Note) hasSigBy(id string) bool {
 	return false
 }
 
-// Signer returns a printable name of who signed r.
-func (r *Record) Signer() string { return strings.Join(r.SignerNames(), " and ") }
+// Signer returns who signed r, as a person reads it: the agents' host names, or the user's
+// address (not its escaped key name).
+func (r *Record) Signer() string {
+	switch schemas[r.Type].signer {
+	case byRecipient:
+		return r.Recipient
+	case bySender:
+		return r.Sender
+	}
+	return strings.Join(r.SignerNames(), " and ")
+}
 
 // Describe says in plain words what a valid record establishes.
 func (r *Record) Describe() string {

@@ -144,9 +144,9 @@ func timeField(name string, p func(*Record) *time.Time) field {
 func checkKind(kind fieldKind, s string) error {
 	switch kind {
 	case kindHost:
-		return checkHost(s)
+		return CheckHost(s)
 	case kindAddress:
-		return checkAddress(s)
+		return CheckAddress(s)
 	case kindToken:
 		return checkToken(s)
 	case kindText:

@@ -157,9 +157,9 @@ func ParseTime(s string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-// checkAddress accepts an e-mail address as a mailbox "local@domain": no white space, no
+// CheckAddress accepts an e-mail address as a mailbox "local@domain": no white space, no
 // control characters, no angle brackets, at most 254 bytes (RFC 5321 4.5.3.1.3).
-func checkAddress(s string) error {
+func CheckAddress(s string) error {
 	if s == "" || len(s) > 254 || !utf8.ValidString(s) {
 		return fmt.Errorf("address %q: empty, too long or not UTF-8", s)
 	}
@@ -172,28 +172,26 @@ func checkAddress(s string) error {
 			return fmt.Errorf("address %q: forbidden character %q", s, r)
 		}
 	}
-	return checkHost(s[at+1:])
+	if err := CheckHost(s[at+1:]); err != nil {
+		return fmt.Errorf("address %q: %w", s, err)
+	}
+	return nil
 }
 
-// checkHost accepts a lower-case DNS host name, optionally with a :port (agents in tests).
-func checkHost(s string) error {
-	host := s
-	if h, port, ok := strings.Cut(s, ":"); ok {
-		host = h
-		if port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
-			return fmt.Errorf("host %q: bad port", s)
-		}
-	}
+// CheckHost accepts a lower-case DNS host name: dot-separated labels of 1 to 63 letters, digits
+// and '-', not starting or ending with '-', 253 bytes at most (RFC 1123 2.1). Agents are named
+// after their host name.
+func CheckHost(host string) error {
 	if host == "" || len(host) > 253 {
-		return fmt.Errorf("host %q: empty or too long", s)
+		return fmt.Errorf("host %q: empty or longer than 253 bytes", host)
 	}
 	for _, label := range strings.Split(host, ".") {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("host %q: bad DNS label %q", s, label)
+			return fmt.Errorf("host %q: bad DNS label %q", host, label)
 		}
 		for _, c := range []byte(label) {
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return fmt.Errorf("host %q: want lower-case letters, digits, '-' and '.'", s)
+				return fmt.Errorf("host %q: want lower-case letters, digits, '-' and '.'", host)
 			}
 		}
 	}
@@ -246,7 +244,7 @@ func parseSecret(s string) ([]byte, error) {
 // KeyName is the signed-note key name of a user: the address with '%' written "%25" and '+'
 // written "%2B", since a note key name may hold neither '+' nor white space.
 func KeyName(address string) (string, error) {
-	if err := checkAddress(address); err != nil {
+	if err := CheckAddress(address); err != nil {
 		return "", fmt.Errorf("evidence: key name: %w", err)
 	}
 	r := strings.NewReplacer("%", "%25", "+", "%2B")

@@ -119,8 +119,11 @@ func (v *Verdict) Text() string {
 			fmt.Fprintf(&b, "  %s: %s check failed: %s\n", where, p.Check, p.Reason)
 		}
 	}
-	for _, n := range v.Notices {
-		fmt.Fprintf(&b, "\nnote: %s\n", n)
+	if len(v.Notices) > 0 {
+		b.WriteString("\nnotices:\n")
+		for _, n := range v.Notices {
+			fmt.Fprintf(&b, "  %s\n", n)
+		}
 	}
 	return b.String()
 }

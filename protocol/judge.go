@@ -30,8 +30,16 @@ func Judge(c *evidence.Checked) *evidence.Verdict {
 	case evidence.AGHP:
 		judgeAGHP(c)
 	}
-	if !v.Valid && v.Outcome != evidence.OutcomeInvalid && !strings.HasPrefix(v.Summary, "the evidence is not whole") {
-		v.Summary = "the evidence is not whole: " + v.Summary
+	// A bundle with a failed check proves nothing as a whole: the outcome says so, and the
+	// summary keeps what the valid notes alone would show, for the person reading the problems.
+	if !v.Valid && v.Outcome != evidence.OutcomeInvalid {
+		what := "a problem"
+		if len(v.Problems) > 1 {
+			what = fmt.Sprintf("%d problems", len(v.Problems))
+		}
+		v.Summary = fmt.Sprintf("the evidence is not whole (%s below); the valid notes alone would read: %s", what, v.Summary)
+		v.Attestation = ""
+		v.Outcome = evidence.OutcomeInvalid
 	}
 	return v
 }
