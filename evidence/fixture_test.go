@@ -82,7 +82,7 @@ func (f *fixture) record(typ evidence.Type) *evidence.Record {
 	case evidence.COP:
 		r.Protocol, r.Agent, r.Sender, r.Recipient, r.Content, r.Deadline = evidence.CEMIP, agent1, alice, bob, h, f.at(24*60)
 	case evidence.NAC:
-		r.Agent, r.Sender, r.Reason, r.Detail = agent1, alice, "from-mismatch", "From is not the authenticated user"
+		r.Protocol, r.Agent, r.Sender, r.Reason, r.Detail = evidence.CEMIP, agent1, alice, "from-mismatch", "From is not the authenticated user"
 	case evidence.ACK:
 		r.Protocol, r.Agent, r.From, r.Recipient, r.Content = evidence.CEMIP, agent2, agent1, bob, h
 	case evidence.NTF:

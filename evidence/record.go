@@ -231,7 +231,7 @@ func req(names ...string) []schemaEntry {
 // schemas gives the field order and the signer of each type. It is a read-only table.
 var schemas = map[Type]schema{
 	COP: {req("label", "protocol", "agent", "sender", "recipient", "content", "deadline", "time"), byAgent},
-	NAC: {req("label", "agent", "sender", "reason", "detail", "time"), byAgent},
+	NAC: {req("label", "protocol", "agent", "sender", "reason", "detail", "time"), byAgent},
 	ACK: {req("label", "protocol", "agent", "from", "recipient", "content", "time"), byAgent},
 	NTF: {req("label", "protocol", "agent", "recipient", "content", "commitment", "deadline", "time"), byAgent},
 	DLV: {req("label", "protocol", "agent", "recipient", "content", "method", "client", "time"), byAgent},

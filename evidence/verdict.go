@@ -10,16 +10,17 @@ import (
 type Outcome string
 
 const (
-	OutcomeInvalid          Outcome = "invalid"          // the bundle proves nothing: it is not whole or not valid
-	OutcomeRefusedAtPosting Outcome = "not-accepted"     // the agent refused the submission (NAC)
-	OutcomePosted           Outcome = "posted"           // accepted for delivery; no outcome yet
-	OutcomeDelivered        Outcome = "delivered"        // the recipient took delivery and committed to it
-	OutcomeRefused          Outcome = "refused"          // the recipient refused the item (REJ)
-	OutcomeNotDelivered     Outcome = "not-delivered"    // a non-delivery notice stands (NDN)
-	OutcomeRetracted        Outcome = "retracted"        // the sender withdrew it before pickup (RTR)
-	OutcomeCompensation     Outcome = "compensation-due" // COP held, no report nor notice by the deadline
-	OutcomeReceiptProven    Outcome = "receipt-proven"   // CMP, SR, AGHP: the sender proves receipt
-	OutcomeReceiptUnproven  Outcome = "receipt-not-proven"
+	OutcomeInvalid          Outcome = "invalid"            // the bundle proves nothing: it is not whole or not valid
+	OutcomeRefusedAtPosting Outcome = "not-accepted"       // the agent refused the submission (NAC)
+	OutcomePosted           Outcome = "posted"             // accepted for delivery; no outcome yet
+	OutcomeDelivered        Outcome = "delivered"          // the recipient took delivery and committed to it
+	OutcomeRefused          Outcome = "refused"            // the recipient refused the item (REJ)
+	OutcomeNotDelivered     Outcome = "not-delivered"      // a non-delivery notice stands (NDN)
+	OutcomeRetracted        Outcome = "retracted"          // the sender withdrew it before pickup (RTR)
+	OutcomeCompensation     Outcome = "compensation-due"   // COP held, no report nor notice by the deadline
+	OutcomeReceiptProven    Outcome = "receipt-proven"     // CMP, SR, AGHP: the sender proves receipt
+	OutcomeReceiptUnproven  Outcome = "receipt-not-proven" // genuine evidence that falls short of proving receipt
+	OutcomeOriginProven     Outcome = "origin-proven"      // CMP: the recipient proves who sent the message
 )
 
 // Attestation says whose word a delivery rests on.

@@ -3,13 +3,19 @@ package protocol
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"certmail/evidence"
 )
 
-// Judge weighs a checked bundle with the judge of its protocol and returns the completed verdict.
-// `certmail verify` is this function behind one command.
-func Judge(c *evidence.Checked) *evidence.Verdict {
+// Judge weighs a checked bundle with the judge of its protocol and returns the completed verdict,
+// using only the times the evidence itself carries.
+func Judge(c *evidence.Checked) *evidence.Verdict { return JudgeAt(c, time.Time{}) }
+
+// JudgeAt is Judge at the arbiter's time now: with it, a certificate of posting whose deadline
+// has passed with no report nor notice shows that compensation is due. `certmail verify` is this
+// function behind one command.
+func JudgeAt(c *evidence.Checked, now time.Time) *evidence.Verdict {
 	v := c.Verdict
 	p, err := protocolOf(c.Bundle)
 	if err != nil {
@@ -20,9 +26,10 @@ func Judge(c *evidence.Checked) *evidence.Verdict {
 	}
 	v.Protocol = p
 	addFacts(c)
+	refuseForeignTypes(c, p)
 	switch p {
 	case evidence.CEM, evidence.CEMNSR, evidence.CEMIP:
-		judgeCEM(c, p)
+		judgeCEM(c, p, now)
 	case evidence.CMP1, evidence.CMP2:
 		judgeCMP(c, p)
 	case evidence.SR:
@@ -96,6 +103,25 @@ func protocolOfType(t evidence.Type) evidence.Protocol {
 		return evidence.AGHP
 	}
 	return ""
+}
+
+// refuseForeignTypes fails every valid note whose type has no place in protocol p: a token of
+// one protocol is never evidence in another (PROTOCOLS.md, common rules: domain separation).
+func refuseForeignTypes(c *evidence.Checked, p evidence.Protocol) {
+	notes, pos := c.Good()
+	for i, n := range notes {
+		t := n.Record.Type
+		if t == evidence.KEY {
+			continue
+		}
+		if owner := protocolOfType(t); owner != "" && owner != p {
+			c.Verdict.Fail(pos[i], t, "protocol", "a %s belongs to %s, not to this %s exchange", t, owner, p)
+			continue
+		}
+		if owner := protocolOfType(t); owner == "" && !p.IsCEM() && !(p == evidence.SR && t == evidence.PUB) {
+			c.Verdict.Fail(pos[i], t, "protocol", "a %s has no place in a %s exchange", t, p)
+		}
+	}
 }
 
 // addFacts records what each valid note establishes, in bundle order.

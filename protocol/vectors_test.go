@@ -14,8 +14,13 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the bundle vectors under testdata/vectors/bundles")
 
-// bundleVectors is where bundle vectors live, shared with the evidence and CLI tests.
-const bundleVectors = "../testdata/vectors/bundles/valid"
+// Bundle vectors live here, shared with the evidence and CLI tests: valid/ holds bundles whose
+// verdict is valid, whatever their outcome (delivered, refused, receipt-not-proven…);
+// refused/ would hold well-formed bundles whose verdict is invalid.
+const (
+	bundleVectors  = "../testdata/vectors/bundles/valid"
+	refusedVectors = "../testdata/vectors/bundles/refused"
+)
 
 // saveVector checks bundle b against the vector NAME.bundle and its verdict NAME.verdict.json, or
 // with -update writes them. Call it from each protocol's honest-run and cheating tests, so every
@@ -26,10 +31,15 @@ func saveVector(t *testing.T, name string, b *evidence.Bundle) {
 	if err != nil {
 		t.Fatalf("vector %s: encode: %v", name, err)
 	}
-	verdict := protocol.Judge(b.Check(nil)).JSON()
-	path := filepath.Join(bundleVectors, name)
+	v := protocol.Judge(b.Check(nil))
+	verdict := v.JSON()
+	dir := bundleVectors
+	if !v.Valid {
+		dir = refusedVectors
+	}
+	path := filepath.Join(dir, name)
 	if *update {
-		if err := os.MkdirAll(bundleVectors, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		for file, data := range map[string][]byte{path + ".bundle": enc, path + ".verdict.json": verdict} {
@@ -48,6 +58,8 @@ func saveVector(t *testing.T, name string, b *evidence.Bundle) {
 // judges' decisions on fixed evidence never change unnoticed.
 func TestBundleVectors(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(bundleVectors, "*.bundle"))
+	refused, _ := filepath.Glob(filepath.Join(refusedVectors, "*.bundle"))
+	files = append(files, refused...)
 	if len(files) == 0 {
 		t.Fatalf("no bundle vectors under %s", bundleVectors)
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"certmail/evidence"
 	"certmail/protocol"
@@ -19,7 +20,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 // runVerify is the arbiter's command: it checks a bundle offline, with no server and no account,
 // and prints what the evidence proves. Exit 0 only when the bundle is whole and valid.
 func runVerify(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	flags := newFlagSet("verify", "BUNDLE [--message FILE] [--json] [--key VKEY]... [--keys FILE]", `
+	flags := newFlagSet("verify", "BUNDLE [--message FILE] [--json] [--key VKEY]... [--keys FILE] [--at TIME]", `
 Check every signature, key binding, hash and proof in an evidence bundle, offline, and print the
 verdict: what the evidence proves, by whom and when, or which note failed which check.
 Exit status 0 when the bundle is whole and valid, 1 when it is not, 2 for a usage error.
@@ -31,6 +32,7 @@ so: pin the keys of the agents you trust to check who signed.`, stderr)
 	var pins stringList
 	flags.Var(&pins, "key", "a trusted verifier `VKEY` (name+hash+key); repeatable")
 	keysFile := flags.String("keys", "", "a `FILE` of trusted verifier keys, one a line")
+	at := flags.String("at", "", "weigh deadlines at `TIME` (RFC 3339) instead of now")
 	pos, code, ok := parseInterspersed(flags, args)
 	if !ok {
 		return code
@@ -52,7 +54,13 @@ so: pin the keys of the agents you trust to check who signed.`, stderr)
 			return usageError(stderr, "verify", "%v", err)
 		}
 	}
-	v := verifyBundle(data, msg, *message != "", pinned)
+	now := time.Now()
+	if *at != "" {
+		if now, err = time.Parse(time.RFC3339Nano, *at); err != nil {
+			return usageError(stderr, "verify", "--at: %v", err)
+		}
+	}
+	v := verifyBundle(data, msg, *message != "", pinned, now)
 	if *asJSON {
 		stdout.Write(v.JSON())
 	} else {
@@ -66,7 +74,7 @@ so: pin the keys of the agents you trust to check who signed.`, stderr)
 
 // verifyBundle parses and judges a bundle; a bundle that does not parse gets a verdict too, so
 // --json always prints one.
-func verifyBundle(data, msg []byte, haveMsg bool, pinned *evidence.Keys) *evidence.Verdict {
+func verifyBundle(data, msg []byte, haveMsg bool, pinned *evidence.Keys, now time.Time) *evidence.Verdict {
 	b, err := evidence.ParseBundle(data)
 	if err != nil {
 		v := &evidence.Verdict{Outcome: evidence.OutcomeInvalid, Summary: "the bundle cannot be read"}
@@ -76,7 +84,9 @@ func verifyBundle(data, msg []byte, haveMsg bool, pinned *evidence.Keys) *eviden
 	if haveMsg {
 		b.SetItem(evidence.ItemMessage, msg)
 	}
-	return protocol.Judge(b.Check(pinned))
+	v := protocol.JudgeAt(b.Check(pinned), now)
+	v.Notices = append(v.Notices, "deadlines weighed at "+evidence.FormatTime(now)+" (use --at to choose another time)")
+	return v
 }
 
 // trustedKeys reads the pinned keys, or returns nil when none are given.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -80,7 +81,7 @@ func TestVerifyCatchesEveryByteChangeInEveryNote(t *testing.T) {
 			for off := range raw {
 				mutated := bytes.Clone(data)
 				mutated[start+off] ^= 0x01
-				v := verifyBundle(mutated, nil, false, nil)
+				v := verifyBundle(mutated, nil, false, nil, time.Now())
 				if v.Valid {
 					t.Fatalf("%s: %s byte %d (%q→%q) changed and still valid", f, name, off, raw[off], mutated[start+off])
 				}

@@ -210,7 +210,7 @@ func (r *runner) delay() time.Duration {
 func (r *runner) send(msgs []protocol.Msg) {
 	for _, m := range msgs {
 		m = m.Clone()
-		r.trace.Sent = append(r.trace.Sent, m)
+		r.trace.Sent = append(r.trace.Sent, m.Clone()) // as sent: tampering below must not reach the replay pool
 		r.log("send", m, "")
 		f := r.cfg.Faults
 		if r.faulty() {

@@ -33,9 +33,9 @@ func (p *pinger) Receive(_ time.Time, m protocol.Msg) []protocol.Msg {
 	}
 	return nil
 }
-func (p *pinger) Wake() (time.Time, bool)        { return time.Time{}, false }
+func (p *pinger) Wake() (time.Time, bool)       { return time.Time{}, false }
 func (p *pinger) Tick(time.Time) []protocol.Msg { return nil }
-func (p *pinger) Done() bool                     { return len(p.got) >= p.n }
+func (p *pinger) Done() bool                    { return len(p.got) >= p.n }
 
 var t0 = time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 
