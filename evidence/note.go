@@ -97,17 +97,24 @@ func ParseNote(msg []byte) (*Note, error) {
 		return nil, malformed("note: %v", err)
 	}
 	sigs := unverified.Note.UnverifiedSigs
+	type keyID struct {
+		name string
+		hash uint32
+	}
 	var canon bytes.Buffer
-	seen := map[string]bool{}
+	canon.Grow(len(sigPart))
+	seen := make(map[keyID]bool, len(sigs))
 	for _, s := range sigs {
-		id := fmt.Sprintf("%s+%08x", s.Name, s.Hash)
+		id := keyID{s.Name, s.Hash}
 		if seen[id] {
-			return nil, malformed("note: key %s signed twice", id)
+			return nil, malformed("note: key %s+%08x signed twice", s.Name, s.Hash)
 		}
 		seen[id] = true
 		canon.WriteString("— " + s.Name + " " + s.Base64 + "\n")
-		sig, _ := base64.StdEncoding.DecodeString(s.Base64)
-		if base64.StdEncoding.EncodeToString(sig) != s.Base64 {
+	}
+	// note.Open accepts base64 with stray low bits; only the canonical form reads back the same.
+	for _, s := range sigs {
+		if sig, err := base64.StdEncoding.DecodeString(s.Base64); err != nil || base64.StdEncoding.EncodeToString(sig) != s.Base64 {
 			return nil, malformed("note: non-canonical base64 in the signature of %s", s.Name)
 		}
 	}
