@@ -45,7 +45,9 @@ type Tx interface {
 	Item(l evidence.Label) (Item, error)
 	// ItemByToken finds the item whose pickup token hashes to h.
 	ItemByToken(h evidence.Hash) (Item, error)
-	// UpdateItem replaces the mutable fields of an existing item (State, Updated, Attempts…).
+	// UpdateItem replaces the mutable fields of an existing item: State, Updated, Retrievals and
+	// the pickup credentials (TokenHash, PasswordHash, PasswordHint). The rest is fixed when the
+	// item is inserted, as its evidence binds it. ErrNotFound when there is no such item.
 	UpdateItem(it Item) error
 	// ItemsBySender lists a sender's items, newest first.
 	ItemsBySender(sender string, limit, offset int) ([]Item, error)

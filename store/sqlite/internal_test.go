@@ -1,0 +1,414 @@
+package sqlite
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"certmail/evidence"
+	"certmail/store"
+	"certmail/store/storetest"
+)
+
+// crashChildEnv names the database a re-executed test binary writes to until it is killed.
+const crashChildEnv = "CERTMAIL_SQLITE_CRASH_CHILD"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(crashChildEnv); path != "" {
+		if err := crashChild(path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// crashChild commits items one Update at a time, each with its COP and a deadline timer, and
+// prints each label on stdout as soon as its Update has returned: a printed label is a promise
+// that the item is durable.
+func crashChild(path string) error {
+	f, err := storetest.NewFixture()
+	if err != nil {
+		return err
+	}
+	s, err := Open(path)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 100000; i++ {
+		l, err := f.NewLabel()
+		if err != nil {
+			return err
+		}
+		it := f.Item(l, f.T0.Add(time.Duration(i)*time.Millisecond))
+		n, err := f.Note(l, evidence.COP, it.Submitted)
+		if err != nil {
+			return err
+		}
+		err = s.Update(context.Background(), func(tx store.Tx) error {
+			if err := tx.InsertItem(it); err != nil {
+				return err
+			}
+			if _, err := tx.AddEvidence(l, n); err != nil {
+				return err
+			}
+			return tx.SetTimer(store.Timer{Label: l, Kind: "deadline", Due: it.Deadline})
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stdout.WriteString(l.String() + "\n"); err != nil {
+			return err
+		}
+	}
+	return s.Close()
+}
+
+// TestDurabilityAfterKill kills a writing child process at random moments (during Open and its
+// migration too) and checks, after each kill, that every item the child reported committed is
+// there with its evidence and timer, and that the database is intact. A kill is not a power cut
+// (the page cache survives it); synchronous=FULL, checked in TestOpen, is what covers that.
+func TestDurabilityAfterKill(t *testing.T) {
+	const rounds = 20
+	seed := uint64(20260302)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	path := filepath.Join(t.TempDir(), "crash", "certmail.db")
+	f, err := storetest.NewFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := f.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var promised []evidence.Label
+	for round := range rounds {
+		delay := time.Duration(rng.IntN(250)) * time.Millisecond
+		labels, stderr := runAndKill(t, path, delay)
+		t.Logf("round %d: killed after %v, %d commits reported", round, delay, len(labels))
+		promised = append(promised, labels...)
+
+		s, err := Open(path)
+		if err != nil {
+			t.Fatalf("round %d: reopen after kill: %v\nchild stderr: %s", round, err, stderr)
+		}
+		var ok string
+		if err := s.w.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+			t.Errorf("round %d: integrity_check: %q, %v", round, ok, err)
+		}
+		// Every label ever promised is still there; this round's are checked in full.
+		for table, have := range map[string]map[string]bool{"items": rowLabels(t, s, "items"), "evidence": rowLabels(t, s, "evidence"), "timers": rowLabels(t, s, "timers")} {
+			for _, l := range promised {
+				if !have[l.String()] {
+					t.Fatalf("round %d (seed %d): %s reported committed is not in %s", round, seed, l, table)
+				}
+			}
+		}
+		err = s.View(t.Context(), func(tx store.Tx) error {
+			for _, l := range labels {
+				if _, err := tx.Item(l); err != nil {
+					return fmt.Errorf("item reported committed: %w", err)
+				}
+				ev, err := tx.Evidence(l)
+				if err != nil {
+					return err
+				}
+				if len(ev) != 1 || ev[0].Type != evidence.COP {
+					return fmt.Errorf("evidence of %s: %d notes, want its COP", l, len(ev))
+				}
+				n, err := evidence.ParseNote(ev[0].Note)
+				if err != nil {
+					return err
+				}
+				if err := n.Verify(keys); err != nil || n.Record.Label != l {
+					return fmt.Errorf("COP of %s: label %s, %v", l, n.Record.Label, err)
+				}
+				if tm, err := tx.Timers(l); err != nil || len(tm) != 1 {
+					return fmt.Errorf("timers of %s: %v, %v", l, tm, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("round %d (seed %d): %v", round, seed, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A test that never saw a commit would prove nothing.
+	if len(promised) < rounds {
+		t.Fatalf("only %d commits reported in %d rounds: the child hardly ran", len(promised), rounds)
+	}
+}
+
+// rowLabels returns the set of labels in a table.
+func rowLabels(t *testing.T, s *Store, table string) map[string]bool {
+	t.Helper()
+	rows, err := s.r.Query("SELECT label FROM " + table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		out[l] = true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// runAndKill starts the crash child on path, SIGKILLs it after delay, and returns the labels it
+// reported (whole lines only) and what it wrote on stderr.
+func runAndKill(t *testing.T, path string, delay time.Duration) ([]evidence.Label, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+path)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var labels []evidence.Label
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		r := bufio.NewReader(out)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil { // io.EOF, with perhaps a partial line: not a promise
+				if err != io.EOF {
+					readErr = err
+				}
+				return
+			}
+			l, err := evidence.ParseLabel(strings.TrimSuffix(line, "\n"))
+			if err != nil {
+				readErr = err
+				return
+			}
+			labels = append(labels, l)
+		}
+	})
+	time.Sleep(delay)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child did not die of the kill: %v\nstderr: %s", err, stderr.String())
+	}
+	if readErr != nil {
+		t.Fatalf("reading the child's output: %v", readErr)
+	}
+	return labels, stderr.String()
+}
+
+func TestOpen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b c?#%20") // URI-special characters in the path
+	path := filepath.Join(dir, "certmail.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := storetest.NewFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := f.Item(evidence.Label{1}, f.T0)
+	if err := s.Update(t.Context(), func(tx store.Tx) error { return tx.InsertItem(it) }); err != nil {
+		t.Fatal(err)
+	}
+
+	// The pragmas durability rests on, on the writer; readers cannot write.
+	for pragma, want := range map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1", "busy_timeout": busyTimeout} {
+		var got string
+		if err := s.w.QueryRow("PRAGMA " + pragma).Scan(&got); err != nil || got != want {
+			t.Errorf("writer PRAGMA %s = %q (%v), want %q", pragma, got, err, want)
+		}
+	}
+	if _, err := s.r.Exec("DELETE FROM items"); err == nil {
+		t.Error("a read connection could write")
+	}
+	if got := s.w.Stats().MaxOpenConnections; got != 1 {
+		t.Errorf("writer pool allows %d connections, want 1", got)
+	}
+
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Dir(dir), 0o700}, {dir, 0o700}, {path, 0o600}, {path + "-wal", 0o600}, {path + "-shm", 0o600}} {
+		fi, err := os.Stat(c.path)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if fi.Mode().Perm() != c.mode {
+			t.Errorf("%s: mode %v, want %v", c.path, fi.Mode().Perm(), c.mode)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reopened: the data is there and the schema is not applied twice.
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var versions, latest int
+	if err := s.w.QueryRow("SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&versions, &latest); err != nil {
+		t.Fatal(err)
+	}
+	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 1 {
+		t.Errorf("schema_migrations: %d rows, latest %d; want %d", versions, latest, SchemaVersion())
+	}
+	if err := s.View(t.Context(), func(tx store.Tx) error { _, err := tx.Item(it.Label); return err }); err != nil {
+		t.Errorf("item after reopening: %v", err)
+	}
+}
+
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "certmail.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec("INSERT INTO schema_migrations (version, applied) VALUES (?, 0)", SchemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err := Open(path); err == nil || !strings.Contains(err.Error(), "newer") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open of a database of a newer schema: %v, want a refusal", err)
+	}
+}
+
+func TestOpenRefusesNonDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "certmail.db")
+	if err := os.WriteFile(path, []byte("this is not an SQLite database, and it is long enough to tell\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(path); err == nil {
+		s.Close()
+		t.Fatal("Open of a file that is not a database: no error")
+	}
+}
+
+// Two stores on one file are what two processes are (the CLI beside the server): each has its
+// own writer, and BEGIN IMMEDIATE with the busy timeout must serialise them without a
+// "database is locked" reaching either caller.
+func TestTwoWritersOnOneFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "certmail.db")
+	f, err := storetest.NewFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stores [2]*Store
+	for i := range stores {
+		if stores[i], err = Open(path); err != nil {
+			t.Fatal(err)
+		}
+		defer stores[i].Close()
+	}
+	const per = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*per)
+	for i, s := range stores {
+		wg.Go(func() {
+			for j := range per {
+				l := evidence.Label{byte(i + 1), byte(j + 1)}
+				err := s.Update(t.Context(), func(tx store.Tx) error {
+					// Read first, then write: a deferred BEGIN would fail here with SQLITE_BUSY
+					// instead of waiting.
+					if _, err := tx.Item(l); !errors.Is(err, store.ErrNotFound) {
+						return err
+					}
+					return tx.InsertItem(f.Item(l, f.T0))
+				})
+				if err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Update beside another process's writer: %v", err)
+	}
+	err = stores[0].View(t.Context(), func(tx store.Tx) error {
+		items, err := tx.ItemsBySender(storetest.Sender, 0, 0)
+		if err == nil && len(items) != 2*per {
+			err = fmt.Errorf("%d items, want %d", len(items), 2*per)
+		}
+		return err
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// A stored note that no longer hashes to its leaf is reported, never returned as evidence.
+func TestCorruptEvidenceIsAnError(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "certmail.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f, err := storetest.NewFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := evidence.Label{7}
+	n, err := f.Note(l, evidence.COP, f.T0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(t.Context(), func(tx store.Tx) error { _, err := tx.AddEvidence(l, n); return err }); err != nil {
+		t.Fatal(err)
+	}
+	forged := []byte(strings.Replace(string(n.Bytes()), "bob@b.example", "bob@c.example", 1))
+	if _, err := s.w.Exec("UPDATE evidence SET note = ?", forged); err != nil {
+		t.Fatal(err)
+	}
+	err = s.View(t.Context(), func(tx store.Tx) error {
+		if ev, err := tx.Evidence(l); err == nil {
+			t.Errorf("Evidence of a damaged note: %d notes, no error", len(ev))
+		}
+		if _, err := tx.EvidenceByLeaf(n.Leaf()); err == nil || errors.Is(err, store.ErrNotFound) {
+			t.Errorf("EvidenceByLeaf of a damaged note: %v, want a corruption error", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,127 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migrations are the schema versions, in order: migrations[i] takes a database from version i
+// to version i+1. A released migration is never edited; a change is a new one.
+//
+// Portability: INTEGER PRIMARY KEY is SQLite's rowid (BIGINT GENERATED ALWAYS AS IDENTITY in
+// PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
+// Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
+// sorts before every real time, so a zero NextAttempt is due at once.
+var migrations = [][]string{schemaV1}
+
+var schemaV1 = []string{
+	`CREATE TABLE users (
+		address       TEXT    NOT NULL,
+		password_hash TEXT    NOT NULL,
+		admin         BOOLEAN NOT NULL,
+		disabled      BOOLEAN NOT NULL,
+		verifier_key  TEXT    NOT NULL,
+		created       BIGINT  NOT NULL,
+		updated       BIGINT  NOT NULL,
+		CONSTRAINT users_pkey PRIMARY KEY (address)
+	)`,
+	`CREATE TABLE items (
+		id            INTEGER PRIMARY KEY,
+		label         TEXT    NOT NULL,
+		submission    TEXT    NOT NULL,
+		protocol      TEXT    NOT NULL,
+		sender        TEXT    NOT NULL,
+		recipient     TEXT    NOT NULL,
+		subject       TEXT    NOT NULL,
+		content       TEXT,
+		commitment    TEXT,
+		size          BIGINT  NOT NULL,
+		deadline      BIGINT  NOT NULL,
+		receipt       TEXT    NOT NULL,
+		notify        TEXT    NOT NULL,
+		password_hash TEXT    NOT NULL,
+		password_hint TEXT    NOT NULL,
+		token_hash    TEXT,
+		state         TEXT    NOT NULL,
+		submitted     BIGINT  NOT NULL,
+		updated       BIGINT  NOT NULL,
+		retrievals    INTEGER NOT NULL,
+		CONSTRAINT items_label_key UNIQUE (label),
+		CONSTRAINT items_token_hash_key UNIQUE (token_hash)
+	)`,
+	`CREATE INDEX items_sender_submitted ON items (sender, submitted, id)`,
+	`CREATE TABLE evidence (
+		seq    INTEGER PRIMARY KEY,
+		label  TEXT,
+		type   TEXT   NOT NULL,
+		leaf   TEXT   NOT NULL,
+		note   BLOB   NOT NULL,
+		stored BIGINT NOT NULL,
+		CONSTRAINT evidence_leaf_key UNIQUE (leaf)
+	)`,
+	`CREATE INDEX evidence_label_seq ON evidence (label, seq)`,
+	`CREATE TABLE timers (
+		label TEXT   NOT NULL,
+		kind  TEXT   NOT NULL,
+		due   BIGINT NOT NULL,
+		CONSTRAINT timers_pkey PRIMARY KEY (label, kind)
+	)`,
+	`CREATE INDEX timers_due ON timers (due)`,
+	`CREATE TABLE outbound (
+		id           INTEGER PRIMARY KEY,
+		label        TEXT,
+		kind         TEXT    NOT NULL,
+		mail_from    TEXT    NOT NULL,
+		rcpt_to      TEXT    NOT NULL,
+		data         BLOB    NOT NULL,
+		state        TEXT    NOT NULL,
+		attempts     INTEGER NOT NULL,
+		next_attempt BIGINT  NOT NULL,
+		last_error   TEXT    NOT NULL,
+		created      BIGINT  NOT NULL,
+		updated      BIGINT  NOT NULL
+	)`,
+	`CREATE INDEX outbound_state_next ON outbound (state, next_attempt, id)`,
+	`CREATE INDEX outbound_label ON outbound (label, id)`,
+}
+
+// SchemaVersion is the schema version this code writes.
+func SchemaVersion() int { return len(migrations) }
+
+// migrate brings the schema to SchemaVersion in one transaction, so that a crash halfway leaves
+// the database as it was.
+func migrate(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: another process may be migrating too
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER NOT NULL,
+		applied BIGINT  NOT NULL,
+		CONSTRAINT schema_migrations_pkey PRIMARY KEY (version)
+	)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var have int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this certmail's (%d): run a newer certmail", have, len(migrations))
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		for _, stmt := range migrations[v-1] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migrate to version %d: %w", v, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied) VALUES (?, ?)`,
+			v, time.Now().UnixMilli()); err != nil {
+			return fmt.Errorf("migrate to version %d: %w", v, err)
+		}
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,248 @@
+// Package sqlite is the embedded store.Store: one SQLite database file in the data directory
+// (DESIGN.md §6), through the pure-Go driver modernc.org/sqlite.
+//
+// The database runs in WAL mode with synchronous=FULL, so a commit is on disk when Update
+// returns. SQLite allows one writer at a time: Update runs on the one writer connection, in a
+// BEGIN IMMEDIATE transaction, and concurrent Updates queue for it in process rather than
+// fight over the file lock. View runs on a separate pool of read-only connections, which in WAL
+// mode neither wait for the writer nor see what it has not committed.
+//
+// The SQL is kept portable, so that a PostgreSQL backend is a mechanical port: plain types
+// (INTEGER, BIGINT, TEXT, BOOLEAN, BLOB for BYTEA), explicit UNIQUE constraints, ON CONFLICT
+// and RETURNING as PostgreSQL spells them, times as BIGINT Unix milliseconds (UTC), labels and
+// hashes in their canonical text forms, NULL for the zero label or hash. Only ? placeholders,
+// INTEGER PRIMARY KEY (an identity column there) and the PRAGMAs in Open are SQLite's own.
+//
+// This package stores what it is given; it never signs, sends or decides anything.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"certmail/store"
+)
+
+// busyTimeout is how long a connection waits for a lock another process holds (the CLI writing
+// while the server runs) before SQLite reports the database locked.
+const busyTimeout = "10000" // ms
+
+// readers is the size of the read pool.
+const readers = 4
+
+// Store is a store.Store in one SQLite file.
+type Store struct {
+	path string
+	w    *sql.DB // exactly one connection: the writer
+	r    *sql.DB // read-only connections for View
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens the database at path, creating the file (0600), its directory (0700) and the schema
+// as needed, and migrating an older schema. It refuses a database of a newer schema version.
+func Open(path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("store: open sqlite: no path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	if err := createFile(abs); err != nil {
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	s := &Store{path: abs}
+	if s.w, err = sql.Open("sqlite", dsn(abs, url.Values{
+		"_journal_mode": {"WAL"},
+		"_synchronous":  {"FULL"},
+		"_foreign_keys": {"1"},
+		"_txlock":       {"immediate"},
+	})); err != nil {
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxLifetime(0)
+	s.w.SetConnMaxIdleTime(0)
+	if err := s.check(); err != nil {
+		s.w.Close()
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	if err := migrate(context.Background(), s.w); err != nil {
+		s.w.Close()
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	// Readers open after the writer has made the file a WAL database with a schema.
+	if s.r, err = sql.Open("sqlite", dsn(abs, url.Values{
+		"_query_only":   {"1"},
+		"_foreign_keys": {"1"},
+	})); err != nil {
+		s.w.Close()
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	s.r.SetMaxOpenConns(readers)
+	s.r.SetMaxIdleConns(readers)
+	return s, nil
+}
+
+// dsn builds the driver's data source name: a file: URI, so that any path works.
+func dsn(path string, params url.Values) string {
+	params.Set("_busy_timeout", busyTimeout)
+	return "file:" + (&url.URL{Path: filepath.ToSlash(path)}).EscapedPath() + "?" + params.Encode()
+}
+
+// check makes sure the pragmas that durability rests on took effect: WAL can be refused (some
+// network file systems), and a typo in a DSN key would otherwise pass silently.
+func (s *Store) check() error {
+	ctx := context.Background()
+	var mode string
+	var sync, fk int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return err
+	}
+	if err := s.w.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return err
+	}
+	if err := s.w.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil {
+		return err
+	}
+	if !strings.EqualFold(mode, "wal") || sync != 2 || fk != 1 {
+		return fmt.Errorf("journal_mode %s, synchronous %d, foreign_keys %d: want wal, 2 (FULL), 1", mode, sync, fk)
+	}
+	return nil
+}
+
+// createFile creates the database file 0600 in a directory 0700 (which it creates, with any
+// missing parents), and syncs the directories so that the new entries survive a crash. SQLite
+// gives its -wal and -shm files the mode of the database file. An existing file is left as it is.
+func createFile(path string) error {
+	dir := filepath.Dir(path)
+	if err := mkdirAll(dir); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// mkdirAll is os.MkdirAll with mode 0700 that syncs the parent of each directory it creates.
+func mkdirAll(dir string) error {
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Path returns the absolute path of the database file.
+func (s *Store) Path() string { return s.path }
+
+// Update runs fn in a BEGIN IMMEDIATE transaction on the writer connection and returns once the
+// COMMIT is on disk. Concurrent Updates wait for the writer; one whose ctx ends while it waits, or
+// before its commit, keeps nothing and returns ctx's error. fn must not call Update or View.
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	conn, err := s.w.Conn(ctx) // the one writer, or ctx's end
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("store: update: %w", err)
+	}
+	defer conn.Close()
+	// The transaction is not bound to ctx, so that ctx ending cannot interrupt a COMMIT halfway
+	// and leave the caller not knowing whether it happened. Each statement runs under ctx, and
+	// ctx is checked once more before the COMMIT.
+	sqlTx, err := conn.BeginTx(context.WithoutCancel(ctx), nil)
+	if err != nil {
+		return fmt.Errorf("store: update: begin: %w", err)
+	}
+	defer sqlTx.Rollback() // no-op after Commit; undoes fn's writes on error or panic
+	if err := fn(&tx{ctx: ctx, q: sqlTx}); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("store: update: commit: %w", err)
+	}
+	return nil
+}
+
+// View runs fn in a read-only transaction on the read pool: one snapshot of the database, taken
+// at fn's first read.
+func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sqlTx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("store: view: begin: %w", err)
+	}
+	defer sqlTx.Rollback()
+	if err := fn(&tx{ctx: ctx, q: sqlTx, readOnly: true}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Close closes the database. The writer closes last, so that SQLite checkpoints the WAL.
+func (s *Store) Close() error {
+	var errs []error
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	errs = append(errs, s.w.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("store: close sqlite %s: %w", s.path, err)
+	}
+	return nil
+}
