@@ -1,0 +1,161 @@
+// Package agent is the delivery agent: it turns each step of a certified exchange — posting,
+// notification, acceptance or refusal, retrieval, retraction, warning and deadline — into one
+// durable transition that stores the item's new state, signs and stores the step's evidence,
+// moves its timers and queues the mails it owes, all at once or not at all (DESIGN.md §2, §6).
+//
+// This file and its siblings hold the agent as one party, P1 = Pn, of the CEM family
+// (PROTOCOLS.md §1, n = 1). The agent never acknowledges a step before Store.Update has returned,
+// and never sends mail itself: it queues it, and package mailout delivers the queue.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"certmail/evidence"
+	"certmail/protocol"
+	"certmail/store"
+)
+
+// Settings are the parts of the configuration the agent's decisions depend on.
+type Settings struct {
+	PublicURL       string        // base of pickup links, e.g. https://certmail.example
+	DefaultDeadline time.Duration // when a submission names none
+	MinDeadline     time.Duration
+	MaxDeadline     time.Duration
+	WarnAt          float64 // fraction of the time to the deadline at which the sender is warned (PEC: 12 of 24 h)
+	// Bounce is the envelope sender of the agent's own mail, e.g. certmail@host.
+	Bounce string
+}
+
+// Agent is one delivery agent. It is safe for concurrent use: all state is in the store.
+type Agent struct {
+	id       *protocol.Identity
+	st       store.Store
+	blobs    store.Blobs
+	mails    Mails
+	settings Settings
+	now      func() time.Time
+	rand     io.Reader
+	tries    *tries
+}
+
+// New returns an agent signing with id. now and random may be nil for the wall clock and
+// crypto/rand.
+func New(id *protocol.Identity, st store.Store, blobs store.Blobs, mails Mails, s Settings, now func() time.Time, random io.Reader) *Agent {
+	if now == nil {
+		now = time.Now
+	}
+	if random == nil {
+		random = rand.Reader
+	}
+	if s.WarnAt <= 0 || s.WarnAt >= 1 {
+		s.WarnAt = 0.5
+	}
+	return &Agent{id: id, st: st, blobs: blobs, mails: mails, settings: s, now: now, rand: random,
+		tries: &tries{fail: map[evidence.Label][]time.Time{}}}
+}
+
+// Name is the agent's host name, the name its evidence is signed under.
+func (a *Agent) Name() string { return a.id.Name }
+
+// VerifierKey is the agent's signed-note verifier key.
+func (a *Agent) VerifierKey() string { return a.id.Verifier }
+
+// Error is a refusal a person can act on; Kind says which, for the HTTP and SMTP faces.
+type Error struct {
+	Kind    ErrorKind
+	Message string
+}
+
+func (e *Error) Error() string { return "agent: " + e.Message }
+
+// ErrorKind classifies refusals.
+type ErrorKind int
+
+const (
+	KindInvalid     ErrorKind = iota // bad input: 400 / 5.x.x
+	KindForbidden                    // not allowed for this user: 403 / 5.7.1
+	KindNotFound                     // unknown label or token: 404
+	KindGone                         // retracted, expired, refused, already decided: 410 / 409
+	KindUnavailable                  // try again later: 503 / 4.x.x
+)
+
+func refuse(kind ErrorKind, format string, args ...any) error {
+	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
+
+// KindOf returns the kind of an agent error, or KindUnavailable for any other error (a store or
+// disk failure: the client should retry, and nothing was acknowledged).
+func KindOf(err error) ErrorKind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindUnavailable
+}
+
+// newToken returns a fresh pickup token (256 bits, URL-safe) and the hash the store keeps.
+func (a *Agent) newToken() (string, evidence.Hash, error) {
+	b := make([]byte, 32)
+	if _, err := io.ReadFull(a.rand, b); err != nil {
+		return "", evidence.Hash{}, fmt.Errorf("agent: token: %w", err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	return tok, TokenHash(tok), nil
+}
+
+// TokenHash is what the store keeps of a pickup token: the token itself never touches disk.
+func TokenHash(tok string) evidence.Hash {
+	return sha256.Sum256([]byte("certmail pickup token\n" + tok))
+}
+
+// PickupURL is the link a recipient follows.
+func (a *Agent) PickupURL(tok string) string { return a.settings.PublicURL + "/pickup/" + tok }
+
+// sign signs r with the agent's key and stores it in tx.
+func (a *Agent) sign(tx store.Tx, r *evidence.Record) (*evidence.Note, error) {
+	n, err := evidence.Sign(r, a.id.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("agent: sign %s: %w", r.Type, err)
+	}
+	if _, err := tx.AddEvidence(r.Label, n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Bundle gathers the evidence of a label into a bundle an arbiter can verify, with the KEY record
+// of the recipient's key when the recipient signed; with message, the stored M is carried too.
+func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*evidence.Bundle, error) {
+	var it store.Item
+	var b *evidence.Bundle
+	err := a.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		if it, err = tx.Item(l); err != nil {
+			return err
+		}
+		b, err = bundleIn(tx, it, a.id.Verifier)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, refuse(KindNotFound, "no item with label %s", l)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if message {
+		m, err := a.blobs.Get(ctx, it.Content)
+		if err != nil {
+			return nil, fmt.Errorf("agent: message of %s: %w", l, err)
+		}
+		b.SetItem(evidence.ItemMessage, m)
+	}
+	return b, nil
+}

@@ -1,0 +1,232 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"certmail/evidence"
+	"certmail/store"
+)
+
+// Retract withdraws an item before the recipient decided (RTR; CertifiedMail.com's retraction):
+// only its sender may, and the pickup page then says so.
+func (a *Agent) Retract(ctx context.Context, sender string, l evidence.Label) error {
+	now := evidence.CanonicalTime(a.now())
+	return a.st.Update(ctx, func(tx store.Tx) error {
+		it, err := tx.Item(l)
+		if errors.Is(err, store.ErrNotFound) || err == nil && it.Sender != sender {
+			return refuse(KindNotFound, "no item %s of yours", l)
+		}
+		if err != nil {
+			return err
+		}
+		if it.State.Final() {
+			return refuse(KindGone, "the item is %s already and can no longer be retracted", it.State)
+		}
+		rtr, err := a.sign(tx, &evidence.Record{Type: evidence.RTR, Label: l, Protocol: it.Protocol, Agent: a.Name(),
+			Sender: it.Sender, Recipient: it.Recipient, Content: it.Content, Time: now})
+		if err != nil {
+			return err
+		}
+		it.State, it.Updated = store.StateRetracted, now
+		if err := tx.UpdateItem(it); err != nil {
+			return err
+		}
+		if err := a.stopTimers(tx, l); err != nil {
+			return err
+		}
+		return a.receipt(tx, it, ReceiptRetraction, rtr, "", now, nil)
+	})
+}
+
+// RunTimers fires every timer due now: at the warning point the sender gets WRN, at the
+// deadline NDN (PROTOCOLS.md §1, timeouts). Each timer fires in its own transaction, and a timer
+// is deleted in the transaction that acts on it, so after a crash it fires again, once. It
+// returns how many fired.
+func (a *Agent) RunTimers(ctx context.Context) (int, error) {
+	now := evidence.CanonicalTime(a.now())
+	var due []store.Timer
+	if err := a.st.View(ctx, func(tx store.Tx) (err error) { due, err = tx.DueTimers(now, 100); return err }); err != nil {
+		return 0, err
+	}
+	for i, t := range due {
+		if err := a.st.Update(ctx, func(tx store.Tx) error { return a.fire(tx, t, now) }); err != nil {
+			return i, fmt.Errorf("agent: timer %s of %s: %w", t.Kind, t.Label, err)
+		}
+	}
+	return len(due), nil
+}
+
+func (a *Agent) fire(tx store.Tx, t store.Timer, now time.Time) error {
+	if err := tx.DeleteTimer(t.Label, t.Kind); errors.Is(err, store.ErrNotFound) {
+		return nil // fired by another node meanwhile
+	} else if err != nil {
+		return err
+	}
+	it, err := tx.Item(t.Label)
+	if err != nil {
+		return err
+	}
+	if it.State.Final() {
+		return nil
+	}
+	switch t.Kind {
+	case timerWarn:
+		wrn, err := a.sign(tx, &evidence.Record{Type: evidence.WRN, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
+			Sender: it.Sender, Recipient: it.Recipient, Deadline: it.Deadline, Time: now})
+		if err != nil {
+			return err
+		}
+		return a.receipt(tx, it, ReceiptWarning, wrn, "", now, nil)
+	case timerDeadline:
+		return a.notDelivered(tx, it, "deadline", now)
+	}
+	return fmt.Errorf("unknown timer kind %q", t.Kind)
+}
+
+// notDelivered signs NDN with a reason, closes the item and tells the sender.
+func (a *Agent) notDelivered(tx store.Tx, it store.Item, reason string, now time.Time) error {
+	ndn, err := a.sign(tx, &evidence.Record{Type: evidence.NDN, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
+		Sender: it.Sender, Recipient: it.Recipient, Content: it.Content, Deadline: it.Deadline, Reason: reason, Time: now})
+	if err != nil {
+		return err
+	}
+	it.State, it.Updated = store.StateExpired, now
+	if reason == "bounced" {
+		it.State = store.StateBounced
+	}
+	if err := tx.UpdateItem(it); err != nil {
+		return err
+	}
+	if err := a.stopTimers(tx, it.Label); err != nil {
+		return err
+	}
+	return a.receipt(tx, it, ReceiptNonDelivery, ndn, reason, now, nil)
+}
+
+// Sent records that the outbound queue handed a mail to the next server. For a notification
+// that is the moment the recipient is notified: the agent signs NTF (seed 001 §4.4 step 5).
+func (a *Agent) Sent(ctx context.Context, m store.Outbound) error {
+	now := evidence.CanonicalTime(a.now())
+	return a.st.Update(ctx, func(tx store.Tx) error {
+		m.State, m.Updated = store.OutSent, now
+		if err := tx.UpdateOutbound(m); err != nil {
+			return err
+		}
+		if m.Kind != kindNotification {
+			return nil
+		}
+		it, err := tx.Item(m.Label)
+		if err != nil {
+			return err
+		}
+		if it.State != store.StatePosted {
+			return nil // decided or closed before the notification went out (a retry, a retraction)
+		}
+		if _, err := a.sign(tx, &evidence.Record{Type: evidence.NTF, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
+			Recipient: it.Recipient, Content: it.Content, Commitment: it.Commitment, Deadline: it.Deadline, Time: now}); err != nil {
+			return err
+		}
+		it.State, it.Updated = store.StateNotified, now
+		return tx.UpdateItem(it)
+	})
+}
+
+// Bounced records that a queued mail cannot be delivered. When it is a notification, the
+// recipient can never be told: the agent gives notice of non-delivery (NDN, reason bounced).
+func (a *Agent) Bounced(ctx context.Context, m store.Outbound, why string) error {
+	now := evidence.CanonicalTime(a.now())
+	return a.st.Update(ctx, func(tx store.Tx) error {
+		m.State, m.LastError, m.Updated = store.OutBounced, why, now
+		if err := tx.UpdateOutbound(m); err != nil {
+			return err
+		}
+		if m.Kind != kindNotification {
+			return nil
+		}
+		it, err := tx.Item(m.Label)
+		if err != nil {
+			return err
+		}
+		if it.State.Final() {
+			return nil
+		}
+		return a.notDelivered(tx, it, "bounced", now)
+	})
+}
+
+// RegisterKey binds a user's signed-note key to its address from now on, with a KEY record
+// that the agent signs and keeps; certificates of delivery the user signs later verify with it.
+func (a *Agent) RegisterKey(ctx context.Context, address, vkey string) (*evidence.Note, error) {
+	now := evidence.CanonicalTime(a.now())
+	want, err := evidence.KeyName(address)
+	if err != nil {
+		return nil, refuse(KindInvalid, "%v", err)
+	}
+	if v, err := note.NewVerifier(vkey); err != nil || v.Name() != want {
+		return nil, refuse(KindInvalid, "the key must be a signed-note verifier key named %s", want)
+	}
+	var n *evidence.Note
+	err = a.st.Update(ctx, func(tx store.Tx) error {
+		u, err := tx.User(address)
+		if errors.Is(err, store.ErrNotFound) {
+			u = store.User{Address: address, Created: now}
+		} else if err != nil {
+			return err
+		}
+		if n, err = a.sign(tx, &evidence.Record{Type: evidence.KEY, Agent: a.Name(), Subject: address, Key: vkey, Time: now}); err != nil {
+			return err
+		}
+		u.VerifierKey, u.Updated = vkey, now
+		return tx.PutUser(u)
+	})
+	return n, err
+}
+
+// Event is one line of an item's timeline.
+type Event struct {
+	Time time.Time
+	What string // COP, NTF, DLV…, or a mail event: "notification sent"
+	Says string
+}
+
+// Status is an item with its timeline, for the sender's pages and GET /api/v1/messages/{label}.
+type Status struct {
+	Item   store.Item
+	Events []Event
+}
+
+// Status returns the item and its timeline, to its sender only.
+func (a *Agent) Status(ctx context.Context, sender string, l evidence.Label) (Status, error) {
+	var st Status
+	err := a.st.View(ctx, func(tx store.Tx) error {
+		it, err := tx.Item(l)
+		if err != nil {
+			return err
+		}
+		if it.Sender != sender {
+			return store.ErrNotFound
+		}
+		st.Item = it
+		evs, err := tx.Evidence(l)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			n, err := evidence.ParseNote(e.Note)
+			if err != nil {
+				return err
+			}
+			st.Events = append(st.Events, Event{Time: n.Record.Time, What: string(n.Record.Type), Says: n.Record.Describe()})
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return st, refuse(KindNotFound, "no item %s of yours", l)
+	}
+	return st, err
+}

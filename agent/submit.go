@@ -1,0 +1,259 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"certmail/evidence"
+	"certmail/password"
+	"certmail/store"
+)
+
+// Submission is a message a sender hands in for certification, already parsed and checked by
+// the interface it came through (SMTP, HTTP, CLI).
+type Submission struct {
+	Sender     string   // the authenticated user
+	Recipients []string // where it goes (SMTP: the envelope's RCPT TO)
+	Message    []byte   // M: the exact bytes stored, hashed and delivered
+	Subject    string   // for the sender's own pages
+	Protocol   evidence.Protocol
+	Deadline   time.Time // zero: the default deadline
+	Receipt    string    // full | short | summary
+	Notify     string
+	Password   string // message password, "" for none; only its hash is kept
+	Hint       string
+	Client     string // submitting client's address, for the log
+}
+
+// Posting is what a sender gets back for one recipient: the label and the signed COP.
+type Posting struct {
+	Label     evidence.Label
+	Recipient string
+	COP       *evidence.Note
+}
+
+// Submit accepts a message for each recipient: it stores M durably, then in one transaction per
+// submission it creates each recipient's item with a fresh label and pickup token, signs and
+// stores the COP (seed 001 §4.3 steps 1–2), sets the warning and deadline timers and queues the
+// notification and the posting receipt. Only when Submit returns without error may the caller
+// acknowledge (SMTP 250, HTTP 201).
+func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
+	now := evidence.CanonicalTime(a.now())
+	if err := a.checkSubmission(ctx, &s, now); err != nil {
+		return nil, err
+	}
+	content, err := a.blobs.Put(ctx, s.Message)
+	if err != nil {
+		return nil, fmt.Errorf("agent: store message: %w", err)
+	}
+	if content != evidence.Sum(s.Message) {
+		return nil, fmt.Errorf("agent: blob store returned hash %s for content %s", content, evidence.Sum(s.Message))
+	}
+	var pwHash string
+	if s.Password != "" {
+		if pwHash, err = password.Hash(s.Password, password.Default, a.rand); err != nil {
+			return nil, refuse(KindInvalid, "message password: %v", err)
+		}
+	}
+	submission, err := evidence.NewLabel(a.rand)
+	if err != nil {
+		return nil, err
+	}
+	var postings []Posting
+	err = a.st.Update(ctx, func(tx store.Tx) error {
+		postings = postings[:0]
+		for _, rcpt := range s.Recipients {
+			p, err := a.post(tx, s, rcpt, content, pwHash, submission.String(), now)
+			if err != nil {
+				return err
+			}
+			postings = append(postings, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return postings, nil
+}
+
+func (a *Agent) checkSubmission(ctx context.Context, s *Submission, now time.Time) error {
+	var u store.User
+	err := a.st.View(ctx, func(tx store.Tx) (err error) { u, err = tx.User(s.Sender); return err })
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return refuse(KindForbidden, "%s has no account at %s", s.Sender, a.Name())
+	case err != nil:
+		return err
+	case u.Disabled:
+		return refuse(KindForbidden, "the account %s is disabled", s.Sender)
+	}
+	if len(s.Recipients) == 0 {
+		return refuse(KindInvalid, "no recipient")
+	}
+	seen := map[string]bool{}
+	for _, r := range s.Recipients {
+		if err := evidence.CheckAddress(r); err != nil {
+			return refuse(KindInvalid, "recipient: %v", err)
+		}
+		if seen[strings.ToLower(r)] {
+			return refuse(KindInvalid, "recipient %s named twice", r)
+		}
+		seen[strings.ToLower(r)] = true
+	}
+	if s.Protocol == "" {
+		s.Protocol = evidence.CEMIP
+	}
+	if !s.Protocol.IsCEM() {
+		return refuse(KindInvalid, "mode %s is not served by this agent (cem, cem-nsr or cem-ip)", s.Protocol)
+	}
+	if s.Deadline.IsZero() {
+		s.Deadline = now.Add(a.settings.DefaultDeadline)
+	}
+	s.Deadline = evidence.CanonicalTime(s.Deadline)
+	if d := s.Deadline.Sub(now); d < a.settings.MinDeadline || d > a.settings.MaxDeadline {
+		return refuse(KindInvalid, "deadline %s is %s away; this agent accepts between %s and %s",
+			evidence.FormatTime(s.Deadline), d.Round(time.Second), a.settings.MinDeadline, a.settings.MaxDeadline)
+	}
+	if s.Receipt == "" {
+		s.Receipt = "full"
+	}
+	return nil
+}
+
+// post creates one recipient's item and its evidence inside tx.
+func (a *Agent) post(tx store.Tx, s Submission, rcpt string, content evidence.Hash, pwHash, submission string, now time.Time) (Posting, error) {
+	l, err := evidence.NewLabel(a.rand)
+	if err != nil {
+		return Posting{}, err
+	}
+	tok, tokHash, err := a.newToken()
+	if err != nil {
+		return Posting{}, err
+	}
+	it := store.Item{
+		Label: l, Submission: submission, Protocol: s.Protocol, Sender: s.Sender, Recipient: rcpt,
+		Subject: s.Subject, Content: content, Commitment: evidence.Commitment(l, s.Message), Size: int64(len(s.Message)),
+		Deadline: s.Deadline, Receipt: s.Receipt, Notify: s.Notify, PasswordHash: pwHash, PasswordHint: s.Hint,
+		TokenHash: tokHash, State: store.StatePosted, Submitted: now, Updated: now,
+	}
+	if err := tx.InsertItem(it); err != nil {
+		return Posting{}, err
+	}
+	cop, err := a.sign(tx, &evidence.Record{Type: evidence.COP, Label: l, Protocol: s.Protocol, Agent: a.Name(),
+		Sender: s.Sender, Recipient: rcpt, Content: content, Deadline: s.Deadline, Time: now})
+	if err != nil {
+		return Posting{}, err
+	}
+	warn := now.Add(time.Duration(float64(s.Deadline.Sub(now)) * a.settings.WarnAt))
+	for _, t := range []store.Timer{{Label: l, Kind: timerWarn, Due: warn}, {Label: l, Kind: timerDeadline, Due: s.Deadline}} {
+		if err := tx.SetTimer(t); err != nil {
+			return Posting{}, err
+		}
+	}
+	notice := Notice{From: a.settings.Bounce, To: rcpt, Sender: s.Sender, Label: l, Protocol: s.Protocol,
+		Commitment: it.Commitment, Deadline: s.Deadline, PickupURL: a.PickupURL(tok), Hint: s.Hint}
+	if s.Protocol == evidence.CEM {
+		notice.Message = s.Message // seed 001 §4.4 step 5 (cem): Pn -> B: L, M
+	}
+	data, err := a.mails.Notification(notice)
+	if err != nil {
+		return Posting{}, fmt.Errorf("agent: compose notification: %w", err)
+	}
+	if err := a.enqueue(tx, l, kindNotification, rcpt, data, now); err != nil {
+		return Posting{}, err
+	}
+	if err := a.receipt(tx, it, ReceiptPosting, cop, "", now, s.Message); err != nil {
+		return Posting{}, err
+	}
+	return Posting{Label: l, Recipient: rcpt, COP: cop}, nil
+}
+
+// Outbound kinds the agent queues.
+const (
+	kindNotification = "notification"
+)
+
+// Timer kinds.
+const (
+	timerWarn     = "warn"
+	timerDeadline = "deadline"
+)
+
+func (a *Agent) enqueue(tx store.Tx, l evidence.Label, kind, to string, data []byte, now time.Time) error {
+	_, err := tx.Enqueue(store.Outbound{Label: l, Kind: kind, From: a.settings.Bounce, To: to, Data: data,
+		State: store.OutQueued, NextAttempt: now, Created: now, Updated: now})
+	return err
+}
+
+// receipt queues the mail that tells the sender about a step, with the step's note and the
+// bundle as it stands in tx (the step's own note included).
+func (a *Agent) receipt(tx store.Tx, it store.Item, kind ReceiptKind, n *evidence.Note, reason string, now time.Time, message []byte) error {
+	b, err := bundleIn(tx, it, a.id.Verifier)
+	if err != nil {
+		return err
+	}
+	enc, err := b.Encode()
+	if err != nil {
+		return fmt.Errorf("agent: bundle for receipt: %w", err)
+	}
+	r := Receipt{Kind: kind, From: a.settings.Bounce, To: it.Sender, Sender: it.Sender, Recipient: it.Recipient,
+		Label: it.Label, Content: it.Content, Deadline: it.Deadline, Time: now, Reason: reason, Form: it.Receipt,
+		Note: n.Bytes(), Bundle: enc}
+	if kind == ReceiptPosting && it.Receipt == "full" {
+		r.Message = message
+	}
+	data, err := a.mails.Receipt(r)
+	if err != nil {
+		return fmt.Errorf("agent: compose %s: %w", kind, err)
+	}
+	return a.enqueue(tx, it.Label, string(kind), it.Sender, data, now)
+}
+
+// bundleIn builds the bundle of an item from what tx sees (without the message). When the
+// recipient signed a certificate of delivery, the KEY record that bound its key comes first.
+func bundleIn(tx store.Tx, it store.Item, agentKey string) (*evidence.Bundle, error) {
+	evs, err := tx.Evidence(it.Label)
+	if err != nil {
+		return nil, err
+	}
+	b := &evidence.Bundle{Label: it.Label}
+	b.AddKey(agentKey)
+	for _, e := range evs {
+		n, err := evidence.ParseNote(e.Note)
+		if err != nil {
+			return nil, fmt.Errorf("agent: stored note %d: %w", e.Seq, err)
+		}
+		b.Notes = append(b.Notes, n)
+		if t := n.Record.Type; t == evidence.CODBasic || t == evidence.CODNSR || t == evidence.CODIP {
+			if err := addKeyRecord(tx, b, it.Recipient); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return b, nil
+}
+
+// addKeyRecord puts the KEY records binding the recipient's keys at the front of b.
+func addKeyRecord(tx store.Tx, b *evidence.Bundle, recipient string) error {
+	keys, err := tx.Evidence(evidence.Label{})
+	if err != nil {
+		return err
+	}
+	var found []*evidence.Note
+	for _, e := range keys {
+		n, err := evidence.ParseNote(e.Note)
+		if err != nil {
+			return fmt.Errorf("agent: stored key record %d: %w", e.Seq, err)
+		}
+		if n.Record.Type == evidence.KEY && n.Record.Subject == recipient {
+			found = append(found, n)
+			b.AddKey(n.Record.Key)
+		}
+	}
+	b.Notes = append(found, b.Notes...)
+	return nil
+}
