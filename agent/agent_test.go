@@ -439,3 +439,75 @@ func TestSeveralRecipientsGetTheirOwnLabels(t *testing.T) {
 		t.Fatal("two recipients share a pickup token")
 	}
 }
+
+// The real mails: every path composes with mailfmt, and the notification carries the pickup
+// link and the commitment but never the content or the subject.
+func TestRealMailsOnEveryPath(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.a = agent.New(w.id, w.st, w.blobs, agent.MIMEMails{Domain: "certmail.test", Now: w.clock.now, Rand: rand.NewChaCha8([32]byte{3})}, settings(), w.clock.now, nil)
+	accepted, err := w.a.Submit(ctx, agent.Submission{Sender: alice, Recipients: []string{bob, "carol@c.example", "dave@d.example"},
+		Message: msg, Subject: "the lease", Password: "open sesame 42", Hint: "the usual", Receipt: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queued []store.Outbound
+	if err := w.st.View(ctx, func(tx store.Tx) (err error) { queued, err = tx.DueOutbound(w.clock.now(), 100); return err }); err != nil {
+		t.Fatal(err)
+	}
+	tokens := map[string]string{}
+	for _, m := range queued {
+		if m.Kind != "notification" {
+			continue
+		}
+		body := string(m.Data)
+		if strings.Contains(body, "the lease") || strings.Contains(body, "Signed copy attached") {
+			t.Fatalf("the notification to %s reveals the subject or the content:\n%s", m.To, body)
+		}
+		i := strings.Index(body, "https://certmail.test/pickup/")
+		if i < 0 {
+			t.Fatalf("no pickup link in the notification:\n%s", body)
+		}
+		tok := body[i+len("https://certmail.test/pickup/"):]
+		tokens[m.To] = tok[:43] // 32 bytes, unpadded base64url
+		if err := w.a.Sent(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(tokens) != 3 {
+		t.Fatalf("notifications to %v", tokens)
+	}
+	if _, err := w.a.Accept(ctx, tokens[bob], agent.Acceptance{Password: "open sesame 42", Client: "198.51.100.7"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.a.Refuse(ctx, tokens["carol@c.example"], "open sesame 42"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.a.Retract(ctx, alice, accepted[2].Label); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.add(30 * time.Hour)
+	if _, err := w.a.RunTimers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	if err := w.st.View(ctx, func(tx store.Tx) error {
+		for _, p := range accepted {
+			out, err := tx.OutboundFor(p.Label)
+			if err != nil {
+				return err
+			}
+			for _, m := range out {
+				kinds[m.Kind]++
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for k, n := range map[string]int{"notification": 3, "posting-receipt": 3, "delivery-receipt": 1, "refusal": 1, "retraction": 1} {
+		if kinds[k] != n {
+			t.Errorf("%d %s mails, want %d (all: %v)", kinds[k], k, n, kinds)
+		}
+	}
+}

@@ -16,15 +16,16 @@ type Mails interface {
 // Notice is what the message-waiting mail to a recipient says. It never carries the content,
 // except under mode cem, where the seed's basic protocol delivers M with the notification.
 type Notice struct {
-	From, To   string // the agent's address and the recipient's
-	Sender     string // who sent the certified message
-	Label      evidence.Label
-	Protocol   evidence.Protocol
-	Commitment evidence.Hash // H(L,M): what the recipient will check the content against
-	Deadline   time.Time
-	PickupURL  string
-	Hint       string // message password hint, if any
-	Message    []byte // only under mode cem
+	From, To     string // the agent's address and the recipient's
+	Sender       string // who sent the certified message
+	Label        evidence.Label
+	Protocol     evidence.Protocol
+	Commitment   evidence.Hash // H(L,M): what the recipient will check the content against
+	Deadline     time.Time
+	PickupURL    string
+	NeedPassword bool   // the pickup asks for the message password
+	Hint         string // its hint, if any
+	Message      []byte // only under mode cem
 }
 
 // ReceiptKind names the mails the sender receives about its message.
@@ -45,6 +46,7 @@ type Receipt struct {
 	From, To  string // the agent's address and the sender's
 	Sender    string
 	Recipient string
+	Subject   string // the certified message's subject: the sender's own
 	Label     evidence.Label
 	Content   evidence.Hash
 	Deadline  time.Time

@@ -155,7 +155,7 @@ func (a *Agent) post(tx store.Tx, s Submission, rcpt string, content evidence.Ha
 		}
 	}
 	notice := Notice{From: a.settings.Bounce, To: rcpt, Sender: s.Sender, Label: l, Protocol: s.Protocol,
-		Commitment: it.Commitment, Deadline: s.Deadline, PickupURL: a.PickupURL(tok), Hint: s.Hint}
+		Commitment: it.Commitment, Deadline: s.Deadline, PickupURL: a.PickupURL(tok), NeedPassword: pwHash != "", Hint: s.Hint}
 	if s.Protocol == evidence.CEM {
 		notice.Message = s.Message // seed 001 §4.4 step 5 (cem): Pn -> B: L, M
 	}
@@ -200,7 +200,7 @@ func (a *Agent) receipt(tx store.Tx, it store.Item, kind ReceiptKind, n *evidenc
 	if err != nil {
 		return fmt.Errorf("agent: bundle for receipt: %w", err)
 	}
-	r := Receipt{Kind: kind, From: a.settings.Bounce, To: it.Sender, Sender: it.Sender, Recipient: it.Recipient,
+	r := Receipt{Kind: kind, From: a.settings.Bounce, To: it.Sender, Sender: it.Sender, Recipient: it.Recipient, Subject: it.Subject,
 		Label: it.Label, Content: it.Content, Deadline: it.Deadline, Time: now, Reason: reason, Form: it.Receipt,
 		Note: n.Bytes(), Bundle: enc}
 	if kind == ReceiptPosting && it.Receipt == "full" {
