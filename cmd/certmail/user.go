@@ -125,4 +125,3 @@ func newPassword() (string, error) {
 
 // dbFile is the database's name inside the data directory.
 const dbFile = "certmail.db"
-
