@@ -32,6 +32,9 @@ type Settings struct {
 	WarnAt          float64 // fraction of the time to the deadline at which the sender is warned (PEC: 12 of 24 h)
 	// Bounce is the envelope sender of the agent's own mail, e.g. certmail@host.
 	Bounce string
+	// Queued, when set, is called after a step that queued mail has committed, so the outbound
+	// queue can send at once rather than at its next poll.
+	Queued func()
 }
 
 // Agent is one delivery agent. It is safe for concurrent use: all state is in the store.
@@ -60,6 +63,13 @@ func New(id *protocol.Identity, st store.Store, blobs store.Blobs, mails Mails, 
 	}
 	return &Agent{id: id, st: st, blobs: blobs, mails: mails, settings: s, now: now, rand: random,
 		tries: &tries{fail: map[evidence.Label][]time.Time{}}}
+}
+
+// queued tells the outbound queue that a committed step queued mail.
+func (a *Agent) queued() {
+	if a.settings.Queued != nil {
+		a.settings.Queued()
+	}
 }
 
 // Name is the agent's host name, the name its evidence is signed under.

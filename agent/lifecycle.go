@@ -16,6 +16,7 @@ import (
 // only its sender may, and the pickup page then says so.
 func (a *Agent) Retract(ctx context.Context, sender string, l evidence.Label) error {
 	now := evidence.CanonicalTime(a.now())
+	defer a.queued()
 	return a.st.Update(ctx, func(tx store.Tx) error {
 		it, err := tx.Item(l)
 		if errors.Is(err, store.ErrNotFound) || err == nil && it.Sender != sender {
@@ -52,6 +53,9 @@ func (a *Agent) RunTimers(ctx context.Context) (int, error) {
 	var due []store.Timer
 	if err := a.st.View(ctx, func(tx store.Tx) (err error) { due, err = tx.DueTimers(now, 100); return err }); err != nil {
 		return 0, err
+	}
+	if len(due) > 0 {
+		defer a.queued()
 	}
 	for i, t := range due {
 		if err := a.st.Update(ctx, func(tx store.Tx) error { return a.fire(tx, t, now) }); err != nil {
@@ -140,6 +144,7 @@ func (a *Agent) Sent(ctx context.Context, m store.Outbound) error {
 // recipient can never be told: the agent gives notice of non-delivery (NDN, reason bounced).
 func (a *Agent) Bounced(ctx context.Context, m store.Outbound, why string) error {
 	now := evidence.CanonicalTime(a.now())
+	defer a.queued()
 	return a.st.Update(ctx, func(tx store.Tx) error {
 		m.State, m.LastError, m.Updated = store.OutBounced, why, now
 		if err := tx.UpdateOutbound(m); err != nil {

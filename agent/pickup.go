@@ -189,6 +189,7 @@ func (a *Agent) Accept(ctx context.Context, tok string, acc Acceptance) (PickupV
 	if err != nil {
 		return PickupView{}, err
 	}
+	a.queued()
 	return viewOf(it, now), nil
 }
 
@@ -237,6 +238,7 @@ func (a *Agent) Refuse(ctx context.Context, tok, pw string) error {
 	if err != nil {
 		return err
 	}
+	defer a.queued()
 	return a.st.Update(ctx, func(tx store.Tx) error {
 		cur, err := tx.Item(it.Label)
 		if err != nil {

@@ -77,6 +77,7 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.queued()
 	return postings, nil
 }
 
