@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"certmail/durable"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
@@ -73,7 +74,7 @@ func LoadOrCreateAgentKey(dir, host string, rand io.Reader) (id *protocol.Identi
 	pub, err := os.ReadFile(pubPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if err := writeAtomic(pubPath, []byte(id.Verifier+"\n"), 0o644); err != nil {
+		if err := durable.WriteAtomic(pubPath, []byte(id.Verifier+"\n"), 0o644); err != nil {
 			return nil, false, fmt.Errorf("pki: write verifier key: %w", err)
 		}
 	case err != nil:
@@ -94,13 +95,13 @@ func createAgentKey(keyPath, pubPath, host string, rand io.Reader) (*protocol.Id
 	if err != nil {
 		return nil, fmt.Errorf("pki: generate agent key: %w", err)
 	}
-	if err := createExclusive(keyPath, []byte(skey+"\n"), 0o600); err != nil {
+	if err := durable.CreateExclusive(keyPath, []byte(skey+"\n"), 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("pki: %s appeared while it was being created: is another certmail starting with this data directory?", keyPath)
 		}
 		return nil, fmt.Errorf("pki: write agent key: %w", err)
 	}
-	if err := writeAtomic(pubPath, []byte(vkey+"\n"), 0o644); err != nil {
+	if err := durable.WriteAtomic(pubPath, []byte(vkey+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("pki: write verifier key: %w", err)
 	}
 	return &protocol.Identity{Name: host, Signer: signer, Verifier: vkey}, nil

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"bytes"
+	"certmail/durable"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -108,10 +109,10 @@ func createCA(keyPath, certPath, name string, now time.Time) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := createExclusive(keyPath, keyPEM, 0o600); err != nil {
+	if err := durable.CreateExclusive(keyPath, keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("pki: write CA key: %w", err)
 	}
-	if err := createExclusive(certPath, encodeCert(der), 0o644); err != nil {
+	if err := durable.CreateExclusive(certPath, encodeCert(der), 0o644); err != nil {
 		return nil, fmt.Errorf("pki: write CA certificate: %w", err)
 	}
 	return &CA{cert: cert, key: key}, nil
@@ -216,11 +217,11 @@ func (ca *CA) ServerCertificate(dir string, hosts []string, now time.Time) (tls.
 	}
 	// Key first: a crash between the two leaves a pair that does not match, which the next
 	// start replaces.
-	if err := writeAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := durable.WriteAtomic(keyPath, keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: write TLS key: %w", err)
 	}
 	chain := append(encodeCert(der), encodeCert(ca.cert.Raw)...)
-	if err := writeAtomic(certPath, chain, 0o644); err != nil {
+	if err := durable.WriteAtomic(certPath, chain, 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: write TLS certificate: %w", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key, Leaf: leaf}, nil

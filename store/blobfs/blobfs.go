@@ -12,6 +12,7 @@
 package blobfs
 
 import (
+	"certmail/durable"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -45,7 +46,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("blobfs: open %s: %w", dir, err)
 	}
 	root := filepath.Join(abs, "sha256")
-	if err := mkdirAll(root); err != nil {
+	if err := durable.MkdirAll(root); err != nil {
 		return nil, fmt.Errorf("blobfs: open %s: %w", dir, err)
 	}
 	return &Store{root: root}, nil
@@ -71,12 +72,12 @@ func (s *Store) Put(ctx context.Context, data []byte) (evidence.Hash, error) {
 		return evidence.Hash{}, fmt.Errorf("blobfs: put %s: %w", h, err)
 	case ok:
 		// Synced again: an earlier Put may have died between its rename and its directory sync.
-		if err := syncDir(dir); err != nil {
+		if err := durable.SyncDir(dir); err != nil {
 			return evidence.Hash{}, fmt.Errorf("blobfs: put %s: %w", h, err)
 		}
 		return h, nil
 	}
-	if err := mkdirAll(dir); err != nil {
+	if err := durable.MkdirAll(dir); err != nil {
 		return evidence.Hash{}, fmt.Errorf("blobfs: put %s: %w", h, err)
 	}
 	if err := writeFile(ctx, dir, file, data); err != nil {
@@ -112,7 +113,7 @@ func writeFile(ctx context.Context, dir, file string, data []byte) (err error) {
 	if err := os.Rename(tmp.Name(), file); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return durable.SyncDir(dir)
 }
 
 // syncIfWhole reports whether file exists and hashes to h, and if so syncs it.
@@ -156,38 +157,4 @@ func (s *Store) Get(ctx context.Context, h evidence.Hash) ([]byte, error) {
 		return nil, fmt.Errorf("blobfs: get %s: %w: its %d bytes hash to %s", h, ErrCorrupt, len(data), got)
 	}
 	return data, nil
-}
-
-// mkdirAll is os.MkdirAll with mode 0700 that syncs the parent of each directory it creates,
-// so that the new entries survive a crash.
-func mkdirAll(dir string) error {
-	fi, err := os.Stat(dir)
-	if err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
-		return nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := mkdirAll(parent); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return syncDir(parent)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -17,6 +17,7 @@
 package sqlite
 
 import (
+	"certmail/durable"
 	"context"
 	"database/sql"
 	"errors"
@@ -127,7 +128,7 @@ func (s *Store) check() error {
 // gives its -wal and -shm files the mode of the database file. An existing file is left as it is.
 func createFile(path string) error {
 	dir := filepath.Dir(path)
-	if err := mkdirAll(dir); err != nil {
+	if err := durable.MkdirAll(dir); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
@@ -140,40 +141,7 @@ func createFile(path string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return syncDir(dir)
-}
-
-// mkdirAll is os.MkdirAll with mode 0700 that syncs the parent of each directory it creates.
-func mkdirAll(dir string) error {
-	fi, err := os.Stat(dir)
-	if err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
-		return nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := mkdirAll(parent); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return syncDir(parent)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.SyncDir(dir)
 }
 
 // Path returns the absolute path of the database file.
