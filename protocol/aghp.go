@@ -104,7 +104,7 @@ type AGHPSenderConfig struct {
 // AGHPSender is S.
 type AGHPSender struct {
 	cfg        AGHPSenderConfig
-	trust      *ttpTrust
+	trust      *trust
 	label      evidence.Label
 	key, em    []byte
 	q, r       []byte
@@ -125,7 +125,7 @@ func NewAGHPSender(cfg AGHPSenderConfig) (*AGHPSender, error) {
 	if aghpSenderAuth(cfg.Mode) && len(cfg.Password) == 0 {
 		return nil, fmt.Errorf("protocol: aghp sender: mode %s needs the password S shares with R", cfg.Mode)
 	}
-	trust, err := newTTPTrust(cfg.Trust)
+	trust, err := newTrust(cfg.Trust)
 	if err != nil {
 		return nil, err
 	}

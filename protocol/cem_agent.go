@@ -35,7 +35,7 @@ type CEMAgentConfig struct {
 type CEMAgent struct {
 	cfg      CEMAgentConfig
 	me       string
-	trust    *cemTrust
+	trust    *trust
 	hops     map[evidence.Label]*cemHop
 	order    []evidence.Label
 	keyNotes map[string]*evidence.Note // KEY records issued for local recipients
@@ -92,7 +92,7 @@ func NewCEMAgent(cfg CEMAgentConfig) (*CEMAgent, error) {
 	if cfg.Rand == nil {
 		return nil, fmt.Errorf("protocol: cem agent %s: no randomness", cfg.Identity.Name)
 	}
-	trust, err := newCEMTrust(append(slices.Clone(cfg.Trust), cfg.Identity.Verifier))
+	trust, err := newTrust(append(slices.Clone(cfg.Trust), cfg.Identity.Verifier))
 	if err != nil {
 		return nil, fmt.Errorf("protocol: cem agent %s: %w", cfg.Identity.Name, err)
 	}

@@ -184,31 +184,7 @@ func cemRaw(notes ...*evidence.Note) [][]byte {
 	return out
 }
 
-// cemTrust is a party's trust store: the agents' verifier keys it accepts signatures from.
-type cemTrust struct {
-	keys   *evidence.Keys
-	byName map[string]string
-}
-
-func newCEMTrust(vkeys []string) (*cemTrust, error) {
-	k, err := evidence.NewKeys(vkeys...)
-	if err != nil {
-		return nil, err
-	}
-	t := &cemTrust{keys: k, byName: map[string]string{}}
-	for _, v := range k.List() {
-		name, _, _ := strings.Cut(v, "+")
-		if strings.Contains(name, "@") {
-			return nil, fmt.Errorf("protocol: trust store: %s is a user's key, not an agent's", evidence.KeyID(v))
-		}
-		t.byName[name] = v
-	}
-	return t, nil
-}
-
-// signedBy reports whether n carries a valid signature of the named agent, ignoring signatures
-// still missing (a ROD on its way to P1 is signed by Pn only).
-func (t *cemTrust) signedBy(n *evidence.Note, name string) bool {
+func (t *trust) signedBy(n *evidence.Note, name string) bool {
 	known, err := note.Open(n.Bytes(), t.keys)
 	if err != nil {
 		return false
@@ -230,7 +206,7 @@ func cemRank(t evidence.Type) int {
 // cemBundle assembles the bundle of label l: the notes (each once, in reading order), the
 // verifier keys of every signer the trust store knows and every key a KEY record binds, and
 // the message when given.
-func cemBundle(l evidence.Label, trust *cemTrust, notes []*evidence.Note, msg []byte) *evidence.Bundle {
+func cemBundle(l evidence.Label, trust *trust, notes []*evidence.Note, msg []byte) *evidence.Bundle {
 	b := &evidence.Bundle{Label: l}
 	seen := map[evidence.Hash]bool{}
 	for _, n := range notes {
@@ -261,7 +237,7 @@ func cemBundle(l evidence.Label, trust *cemTrust, notes []*evidence.Note, msg []
 
 // cemAssess weighs a tentative bundle exactly as an arbiter will, with the party's trusted agent
 // keys pinned. A party takes new evidence only when the bundle that holds it stays valid.
-func cemAssess(b *evidence.Bundle, trust *cemTrust, p evidence.Protocol) (*evidence.Verdict, *cemCase) {
+func cemAssess(b *evidence.Bundle, trust *trust, p evidence.Protocol) (*evidence.Verdict, *cemCase) {
 	c := b.Check(trust.keys)
 	if got, err := protocolOf(b); err != nil || got != p {
 		c.Verdict.Fail(0, "", "protocol", "the notes are not all of %s", p)

@@ -38,7 +38,7 @@ type CEMRecipientConfig struct {
 // mailbox does, and refuses a notification for a label it saw in another one.
 type CEMRecipient struct {
 	cfg    CEMRecipientConfig
-	trust  *cemTrust
+	trust  *trust
 	ex     map[evidence.Label]*cemInbox
 	order  []evidence.Label
 	alarms []string
@@ -73,7 +73,7 @@ func NewCEMRecipient(cfg CEMRecipientConfig) (*CEMRecipient, error) {
 	if cfg.Client == "" {
 		return nil, fmt.Errorf("protocol: cem recipient: no client description")
 	}
-	trust, err := newCEMTrust(cfg.Trust)
+	trust, err := newTrust(cfg.Trust)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: cem recipient: %w", err)
 	}

@@ -30,7 +30,7 @@ type CEMSenderConfig struct {
 // a notice of non-delivery, a refusal or a retraction — into a bundle an arbiter can weigh.
 type CEMSender struct {
 	cfg    CEMSenderConfig
-	trust  *cemTrust
+	trust  *trust
 	hash   evidence.Hash
 	nonce  string
 	submit Msg
@@ -59,7 +59,7 @@ func NewCEMSender(cfg CEMSenderConfig) (*CEMSender, error) {
 	if _, err := evidence.KeyName(cfg.Recipient); err != nil {
 		return nil, fmt.Errorf("protocol: cem sender: %w", err)
 	}
-	trust, err := newCEMTrust(cfg.Trust)
+	trust, err := newTrust(cfg.Trust)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: cem sender: %w", err)
 	}

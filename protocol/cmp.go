@@ -108,33 +108,11 @@ func (k BoundKey) check() error {
 	return nil
 }
 
-// ttpTrust is a party's trust store: the agents' verifier keys it accepts signatures from.
-type ttpTrust struct {
-	keys   *evidence.Keys
-	byName map[string]string
-}
-
-func newTTPTrust(vkeys []string) (*ttpTrust, error) {
-	k, err := evidence.NewKeys(vkeys...)
-	if err != nil {
-		return nil, err
-	}
-	t := &ttpTrust{keys: k, byName: map[string]string{}}
-	for _, v := range k.List() {
-		name, _, _ := strings.Cut(v, "+")
-		if strings.Contains(name, "@") {
-			return nil, fmt.Errorf("protocol: trust: %s is a user's key, not an agent's", evidence.KeyID(v))
-		}
-		t.byName[name] = v
-	}
-	return t, nil
-}
-
-func (t *ttpTrust) hasAgent(name string) bool { _, ok := t.byName[name]; return ok }
+func (t *trust) hasAgent(name string) bool { _, ok := t.byName[name]; return ok }
 
 // userNote checks that n is signed by the key that binding, a KEY record signed by a trusted
 // agent, binds to addr, and that the binding was in force when n was made.
-func (t *ttpTrust) userNote(n, binding *evidence.Note, addr string) error {
+func (t *trust) userNote(n, binding *evidence.Note, addr string) error {
 	if binding == nil || binding.Record.Type != evidence.KEY || binding.Record.Subject != addr {
 		return fmt.Errorf("no KEY record for %s", addr)
 	}
@@ -324,7 +302,7 @@ func ttpRank(t evidence.Type) int {
 // ttpBundle assembles the bundle of label l: the notes (each once, in reading order), the
 // verifier keys of every agent that signed one and of every user a KEY record binds, and the
 // items.
-func ttpBundle(l evidence.Label, trust *ttpTrust, notes []*evidence.Note, items map[string][]byte) *evidence.Bundle {
+func ttpBundle(l evidence.Label, trust *trust, notes []*evidence.Note, items map[string][]byte) *evidence.Bundle {
 	b := &evidence.Bundle{Label: l}
 	seen := map[evidence.Hash]bool{}
 	for _, n := range notes {
@@ -355,7 +333,7 @@ func ttpBundle(l evidence.Label, trust *ttpTrust, notes []*evidence.Note, items 
 
 // ttpAssess judges a bundle as an arbiter will, with the party's trusted agent keys pinned. A
 // party takes new evidence only when the bundle holding it proves what it should.
-func ttpAssess(b *evidence.Bundle, trust *ttpTrust) *evidence.Verdict {
+func ttpAssess(b *evidence.Bundle, trust *trust) *evidence.Verdict {
 	return Judge(b.Check(trust.keys))
 }
 
@@ -497,7 +475,7 @@ type CMPSenderConfig struct {
 // CMPSender is A in CMP1 or CMP2.
 type CMPSender struct {
 	cfg        CMPSenderConfig
-	trust      *ttpTrust
+	trust      *trust
 	label      evidence.Label
 	key        []byte // K (CMP2)
 	ciphertext []byte // c (CMP2)
@@ -521,7 +499,7 @@ func NewCMPSender(cfg CMPSenderConfig) (*CMPSender, error) {
 	if err := cfg.Sender.check(); err != nil {
 		return nil, err
 	}
-	trust, err := newTTPTrust(cfg.Trust)
+	trust, err := newTrust(cfg.Trust)
 	if err != nil {
 		return nil, err
 	}
@@ -695,7 +673,7 @@ type cmpExchange struct {
 // (signs the request) for each label once, and keeps the content once T releases it.
 type CMPRecipient struct {
 	cfg   CMPRecipientConfig
-	trust *ttpTrust
+	trust *trust
 	ex    map[evidence.Label]*cmpExchange
 	out   ttpOutbox
 }
@@ -706,7 +684,7 @@ func NewCMPRecipient(cfg CMPRecipientConfig) (*CMPRecipient, error) {
 	if err := cfg.Recipient.check(); err != nil {
 		return nil, err
 	}
-	trust, err := newTTPTrust(cfg.Trust)
+	trust, err := newTrust(cfg.Trust)
 	if err != nil {
 		return nil, err
 	}
@@ -950,7 +928,7 @@ type cmpServed struct {
 // CMPTTP is T in CMP1 and CMP2: an agent that serves many labels.
 type CMPTTP struct {
 	cfg     CMPTTPConfig
-	trust   *ttpTrust
+	trust   *trust
 	served  map[evidence.Label]*cmpServed
 	out     ttpOutbox
 	refusal int
@@ -962,7 +940,7 @@ func NewCMPTTP(cfg CMPTTPConfig) (*CMPTTP, error) {
 	if cfg.ID == nil || cfg.Box == nil || strings.Contains(cfg.ID.Name, "@") {
 		return nil, errors.New("protocol: cmp TTP: needs an agent identity and a box key")
 	}
-	trust, err := newTTPTrust(cfg.Trust)
+	trust, err := newTrust(cfg.Trust)
 	if err != nil {
 		return nil, err
 	}

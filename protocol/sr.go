@@ -104,7 +104,7 @@ func (c *SRSenderConfig) defaults() error {
 // SRSender is A in Schneier–Riordan.
 type SRSender struct {
 	cfg        SRSenderConfig
-	trust      *ttpTrust
+	trust      *trust
 	label      evidence.Label
 	key, ciph  []byte
 	offer      Msg
@@ -124,7 +124,7 @@ func NewSRSender(cfg SRSenderConfig) (*SRSender, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	trust, err := newTTPTrust(cfg.Trust)
+	trust, err := newTrust(cfg.Trust)
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +370,7 @@ type srExchange struct {
 // SRRecipient is B in Schneier–Riordan.
 type SRRecipient struct {
 	cfg   SRRecipientConfig
-	trust *ttpTrust
+	trust *trust
 	ex    map[evidence.Label]*srExchange
 	out   ttpOutbox
 }
@@ -387,7 +387,7 @@ func NewSRRecipient(cfg SRRecipientConfig) (*SRRecipient, error) {
 	if cfg.Grace <= 0 {
 		cfg.Grace = 10 * time.Minute
 	}
-	trust, err := newTTPTrust(cfg.Trust)
+	trust, err := newTrust(cfg.Trust)
 	if err != nil {
 		return nil, err
 	}
@@ -635,7 +635,7 @@ type SRPublisherConfig struct {
 // shows it to anyone who asks.
 type SRPublisher struct {
 	cfg     SRPublisherConfig
-	trust   *ttpTrust
+	trust   *trust
 	pubs    map[evidence.Label]*evidence.Note
 	refusal int
 }
@@ -645,7 +645,7 @@ func NewSRPublisher(cfg SRPublisherConfig) (*SRPublisher, error) {
 	if cfg.ID == nil || strings.Contains(cfg.ID.Name, "@") {
 		return nil, errors.New("protocol: sr publisher: needs an agent identity")
 	}
-	trust, err := newTTPTrust(cfg.Trust)
+	trust, err := newTrust(cfg.Trust)
 	if err != nil {
 		return nil, err
 	}
