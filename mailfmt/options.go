@@ -20,7 +20,10 @@ type Limits struct {
 	MaxRecipients int           // To, Cc and Bcc together; default 100
 	MinDeadline   time.Duration // shortest deadline from now; default 1 hour
 	MaxDeadline   time.Duration // longest deadline from now; default 90 days
-	MinPassword   int           // characters of a message password; default 8
+	// DefaultDeadline is the deadline from now when neither the message nor the caller's
+	// defaults name one: the agent's configured default; default DefaultDeadline.
+	DefaultDeadline time.Duration
+	MinPassword     int // characters of a message password; default 8
 }
 
 // DefaultLimits returns the limits used for every zero field of a Limits.
@@ -55,6 +58,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDeadline <= 0 {
 		l.MaxDeadline = d.MaxDeadline
+	}
+	if l.DefaultDeadline <= 0 {
+		l.DefaultDeadline = DefaultDeadline
 	}
 	if l.MinPassword <= 0 {
 		l.MinPassword = d.MinPassword
@@ -192,7 +198,7 @@ func parseOptions(fields []hfield, lim Limits, now time.Time, defaults Options) 
 		o.Notify = NotifyStandard
 	}
 	if o.Deadline.IsZero() {
-		o.Deadline = now.Add(DefaultDeadline)
+		o.Deadline = now.Add(lim.DefaultDeadline)
 	}
 	o.Deadline = evidence.CanonicalTime(o.Deadline)
 

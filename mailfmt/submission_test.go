@@ -102,9 +102,15 @@ func TestParseSubmissionDefaults(t *testing.T) {
 		t.Errorf("defaults = %+v, want %+v", s.Options, want)
 	}
 
+	// The agent's configured default deadline applies when the message names none.
+	s, err := mailfmt.ParseSubmission(with(nil, "hi"), mailfmt.Limits{DefaultDeadline: 5 * 24 * time.Hour}, now, mailfmt.Options{})
+	if err != nil || !s.Options.Deadline.Equal(now.Add(5*24*time.Hour)) {
+		t.Errorf("configured default deadline: %v %v", s.Options.Deadline, err)
+	}
+
 	// The caller's defaults fill what the message leaves out; the message's headers win.
 	caller := mailfmt.Options{Mode: evidence.CEMNSR, Deadline: now.Add(24 * time.Hour), Receipt: mailfmt.ReceiptSummary, Notify: mailfmt.NotifyFailuresOnly}
-	s, err := mailfmt.ParseSubmission(with([]string{"Certmail-Receipt: short"}, "hi"), mailfmt.Limits{}, now, caller)
+	s, err = mailfmt.ParseSubmission(with([]string{"Certmail-Receipt: short"}, "hi"), mailfmt.Limits{}, now, caller)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,108 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"certmail/agent"
+	"certmail/mailfmt"
+)
+
+// problemDoc is an RFC 9457 problem details object. Type is "urn:certmail:problem:" and a code
+// clients may rely on: mailfmt's rejection codes (size, nul, line, header, from, recipients,
+// mime, encoding, utf8, option) and this package's own (problemTitles).
+type problemDoc struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+}
+
+const problemPrefix = "urn:certmail:problem:"
+
+// problemTitles are the titles of the codes this package adds to mailfmt's.
+var problemTitles = map[string]string{
+	"auth":         "Authentication required",
+	"tls":          "HTTPS required",
+	"disabled":     "Account disabled",
+	"rate-limited": "Too many failed logins",
+	"cross-origin": "Cross-origin request refused",
+	"json":         "Malformed JSON submission",
+	"field":        "Invalid submission field",
+	"media-type":   "Unsupported media type",
+	"sender":       "Not your address",
+	"invalid":      "Refused by the agent",
+	"forbidden":    "Not allowed",
+	"not-found":    "Not found",
+	"gone":         "No longer possible",
+	"unavailable":  "Temporarily unavailable",
+	"size":         "Message too large",
+	"nul":          "NUL byte in the message",
+	"line":         "Line too long",
+	"header":       "Malformed header",
+	"from":         "Bad sender address",
+	"recipients":   "Bad recipients",
+	"mime":         "Malformed MIME structure",
+	"encoding":     "Bad transfer encoding",
+	"utf8":         "Not UTF-8",
+	"option":       "Bad Certmail option",
+	"not-a-route":  "Not found",
+}
+
+// problem writes an RFC 9457 problem+json response.
+func (s *Server) problem(w http.ResponseWriter, r *http.Request, status int, code, detail string) {
+	title := problemTitles[code]
+	if title == "" {
+		title = http.StatusText(status)
+	}
+	note(w, code)
+	b, _ := json.Marshal(problemDoc{Type: problemPrefix + code, Title: title, Status: status, Detail: detail})
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// apiError answers an error from mailfmt or the agent with its status; anything else is a
+// failure of the agent's own (its store, its disk): 503, the cause only in the log.
+func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
+	var me *mailfmt.Error
+	if errors.As(err, &me) {
+		s.problem(w, r, me.HTTPStatus, me.Code, me.Message)
+		return
+	}
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		s.problem(w, r, http.StatusRequestEntityTooLarge, mailfmt.CodeSize,
+			fmt.Sprintf("the request is larger than this agent accepts (%d bytes): send fewer or smaller attachments", tooBig.Limit))
+		return
+	}
+	var ae *agent.Error
+	if errors.As(err, &ae) {
+		status, code := agentStatus(ae.Kind)
+		s.problem(w, r, status, code, ae.Message)
+		return
+	}
+	s.log.Error("web: request failed", "route", r.Pattern, "err", err)
+	s.problem(w, r, http.StatusServiceUnavailable, "unavailable", "the agent cannot do this right now; nothing was changed: try again in a minute")
+}
+
+// agentStatus maps the kinds of agent refusals to HTTP.
+func agentStatus(k agent.ErrorKind) (int, string) {
+	switch k {
+	case agent.KindInvalid:
+		return http.StatusUnprocessableEntity, "invalid"
+	case agent.KindForbidden:
+		return http.StatusForbidden, "forbidden"
+	case agent.KindNotFound:
+		return http.StatusNotFound, "not-found"
+	case agent.KindGone:
+		return http.StatusGone, "gone"
+	}
+	return http.StatusServiceUnavailable, "unavailable"
+}
+
+func (s *Server) apiNotFound(w http.ResponseWriter, r *http.Request) {
+	s.problem(w, r, http.StatusNotFound, "not-a-route", "there is no API at "+r.URL.Path+"; see /api/v1/messages")
+}
