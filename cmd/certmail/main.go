@@ -42,6 +42,7 @@ type command struct {
 // `certmail help CMD` relies on that to show the same text.
 func commands() []command {
 	return []command{
+		{"serve", "run the delivery agent (zero configuration: localhost, ./certmail-data)", runServe},
 		{"keygen", "generate an Ed25519 signed-note key pair for an agent or a user", runKeygen},
 
 		// verify: the arbiter's offline check of an evidence bundle. runVerify in verify.go is
@@ -58,7 +59,7 @@ func commands() []command {
 // `certmail serve` say "not yet" instead of "unknown"; a command leaves this list when its row
 // joins the table.
 func plannedCommands() []string {
-	return []string{"serve", "send", "status", "pickup", "peer", "log", "bench"}
+	return []string{"send", "status", "pickup", "peer", "log", "bench"}
 }
 
 func main() {

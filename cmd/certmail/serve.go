@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"certmail/account"
+	"certmail/agent"
+	"certmail/config"
+	"certmail/mailfmt"
+	"certmail/mailout"
+	"certmail/pki"
+	"certmail/smtpd"
+	"certmail/store"
+	"certmail/store/blobfs"
+	"certmail/store/sqlite"
+	"certmail/web"
+)
+
+// runServe runs the delivery agent until SIGINT or SIGTERM.
+func runServe(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	flags := newFlagSet("serve", "[--config FILE]", `
+Run the delivery agent: SMTP submission for senders, HTTPS for the API and the pickup pages,
+the outbound queue for notifications and receipts, and the deadline timers.
+
+With no configuration it runs on localhost with its data in ./certmail-data: it creates the
+agent's key, a local CA and a TLS certificate, and an admin account, and prints every address
+and credential it made.`, stderr)
+	cfgPath := flags.String("config", "", "the configuration `FILE` (default: zero configuration)")
+	if code, ok := parseFlags(flags, args); !ok {
+		return code
+	}
+	if flags.NArg() > 0 {
+		return usageError(stderr, "serve", "unexpected argument %q", flags.Arg(0))
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "certmail serve: %v\n", err)
+		return exitFail
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := serve(ctx, cfg, stdout, log); err != nil {
+		fmt.Fprintf(stderr, "certmail serve: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// serve starts every part of the agent, prints where it is, and runs until ctx ends.
+func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.Logger) error {
+	now := time.Now()
+	if err := pki.EnsurePrivateDir(cfg.DataDir); err != nil {
+		return err
+	}
+	id, _, err := pki.LoadOrCreateAgentKey(cfg.DataDir, cfg.Hostname, rand.Reader)
+	if err != nil {
+		return err
+	}
+	ca, err := pki.LoadOrCreateCA(cfg.DataDir, cfg.Hostname, now)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.ServerCertificate(cfg.DataDir, []string{cfg.Hostname, "localhost", "127.0.0.1", "::1"}, now)
+	if err != nil {
+		return err
+	}
+	tlsCfg := pki.TLSConfig(cert)
+	st, err := sqlite.Open(cfg.Path(dbFile))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	blobs, err := blobfs.Open(cfg.Path("blobs"))
+	if err != nil {
+		return err
+	}
+	acc := account.New(st, account.Limits{PerAccount: cfg.Limits.LoginPerMinuteAccount,
+		PerAddress: cfg.Limits.LoginPerMinuteAddress, Window: time.Minute}, nil)
+	admin, adminPW, err := firstAdmin(ctx, st, acc, cfg.Hostname)
+	if err != nil {
+		return err
+	}
+	secret, err := loadOrCreateSecret(cfg.Path("web.key"))
+	if err != nil {
+		return err
+	}
+	// The queue needs the agent (to record outcomes) and the agent the queue (to kick it when
+	// a step queued mail): kick goes through a variable set once both exist.
+	var queue *mailout.Queue
+	kick := func() {
+		if queue != nil {
+			queue.Kick()
+		}
+	}
+	ag := agent.New(id, st, blobs, agent.MIMEMails{Domain: cfg.Hostname, Now: time.Now, Rand: rand.Reader},
+		agent.Settings{PublicURL: cfg.PublicURL, DefaultDeadline: cfg.Deadlines.Default.Duration(),
+			MinDeadline: cfg.Deadlines.Min.Duration(), MaxDeadline: cfg.Deadlines.Max.Duration(),
+			WarnAt: cfg.Deadlines.WarnAt, Bounce: "certmail@" + cfg.Hostname, Queued: kick}, nil, nil)
+	limits := mailfmt.Limits{MaxBytes: cfg.Limits.MaxMessageBytes, MaxRecipients: cfg.Limits.MaxRecipients,
+		MinDeadline: cfg.Deadlines.Min.Duration(), MaxDeadline: cfg.Deadlines.Max.Duration(),
+		DefaultDeadline: cfg.Deadlines.Default.Duration()}
+	queue = mailout.New(mailout.Config{Mode: cfg.Outbound.Mode, Smarthost: cfg.Outbound.Smarthost,
+		Username: cfg.Outbound.Username, Password: cfg.Outbound.Password, TLS: cfg.Outbound.TLS,
+		Hostname: cfg.Hostname, RetryInitial: cfg.Outbound.RetryInitial.Duration(), RetryMax: cfg.Outbound.RetryMax.Duration(),
+		GiveUpAfter: cfg.Outbound.GiveUpAfter.Duration(), Logger: log}, st, ag)
+
+	smtpL, err := net.Listen("tcp", cfg.Listen.SMTPSubmission)
+	if err != nil {
+		return fmt.Errorf("smtp submission: %w", err)
+	}
+	httpsL, err := net.Listen("tcp", cfg.Listen.HTTPS)
+	if err != nil {
+		return fmt.Errorf("https: %w", err)
+	}
+	smtpSrv := smtpd.New(smtpd.Config{Addr: cfg.Listen.SMTPSubmission, Hostname: cfg.Hostname, TLS: tlsCfg,
+		Limits: limits, MaxRecipients: cfg.Limits.MaxRecipients, Logger: log}, ag, acc)
+	webSrv := web.New(web.Config{PublicURL: cfg.PublicURL, Limits: limits, Secret: secret, Logger: log}, ag, acc)
+	httpSrv := &http.Server{Handler: webSrv, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+
+	errs := make(chan error, 4)
+	go func() { errs <- smtpSrv.Serve(smtpL) }()
+	go func() { errs <- httpSrv.ServeTLS(httpsL, "", "") }()
+	go func() { queue.Run(ctx); errs <- nil }()
+	go func() { runTimers(ctx, ag, log); errs <- nil }()
+
+	printBanner(stdout, cfg, id.Verifier, smtpL.Addr(), httpsL.Addr(), admin, adminPW)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	smtpSrv.Close()
+	httpSrv.Shutdown(shutdown)
+	if runErr != nil && !errors.Is(runErr, http.ErrServerClosed) {
+		return runErr
+	}
+	return nil
+}
+
+// runTimers fires the agent's due timers every second; timers are rows, so those that came due
+// while the agent was down fire at its first pass.
+func runTimers(ctx context.Context, ag *agent.Agent, log *slog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if n, err := ag.RunTimers(ctx); err != nil {
+			log.Error("timers", "err", err)
+		} else if n > 0 {
+			log.Info("timers fired", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// firstAdmin creates admin@HOST with a generated password when the agent has no user yet, and
+// returns them to print once.
+func firstAdmin(ctx context.Context, st store.Store, acc *account.Accounts, host string) (string, string, error) {
+	us, err := acc.List(ctx)
+	if err != nil || len(us) > 0 {
+		return "", "", err
+	}
+	pw, err := newPassword()
+	if err != nil {
+		return "", "", err
+	}
+	addr := "admin@" + host
+	if err := acc.Add(ctx, addr, pw, true); err != nil {
+		return "", "", err
+	}
+	return addr, pw, nil
+}
+
+// loadOrCreateSecret keeps the web server's HMAC key (CSRF tokens) in a 0600 file.
+func loadOrCreateSecret(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("web secret: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return b, f.Close()
+}
+
+func printBanner(w io.Writer, cfg config.Config, vkey string, smtpAddr, httpsAddr net.Addr, admin, adminPW string) {
+	dir, _ := filepath.Abs(cfg.DataDir)
+	fmt.Fprintf(w, "certmail is serving %s\n\n", cfg.Hostname)
+	fmt.Fprintf(w, "  data directory   %s\n", dir)
+	fmt.Fprintf(w, "  agent key        %s\n", vkey)
+	fmt.Fprintf(w, "  SMTP submission  %s (STARTTLS, then AUTH PLAIN or LOGIN)\n", smtpAddr)
+	fmt.Fprintf(w, "  HTTPS            %s (API, pickup pages)\n", cfg.PublicURL)
+	fmt.Fprintf(w, "  listening on     %s\n", httpsAddr)
+	fmt.Fprintf(w, "  local CA         %s (trust it in your mail client and browser)\n", filepath.Join(dir, pki.CACertFile))
+	fmt.Fprintf(w, "  outbound mail    %s\n", outboundLine(cfg))
+	if admin != "" {
+		fmt.Fprintf(w, "\n  admin account    %s\n  password         %s   (shown once)\n", admin, adminPW)
+	} else {
+		admin, adminPW = "YOU@"+cfg.Hostname, "PASSWORD"
+	}
+	fmt.Fprintf(w, "\nNext, send a certified message:\n  swaks --server %s --tls --tls-ca-path %s \\\n    --auth PLAIN --auth-user %s --auth-password '%s' \\\n    --from %s --to someone@example.org --header 'Subject: hello'\n",
+		smtpAddr, filepath.Join(dir, pki.CACertFile), admin, adminPW, admin)
+	fmt.Fprintf(w, "Add senders with: certmail user add ADDRESS\n")
+}
+
+func outboundLine(cfg config.Config) string {
+	if cfg.Outbound.Mode == config.ModeSmarthost {
+		return "through " + cfg.Outbound.Smarthost
+	}
+	return "direct to each recipient's MX"
+}
