@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -207,28 +206,7 @@ func cemRank(t evidence.Type) int {
 // verifier keys of every signer the trust store knows and every key a KEY record binds, and
 // the message when given.
 func cemBundle(l evidence.Label, trust *trust, notes []*evidence.Note, msg []byte) *evidence.Bundle {
-	b := &evidence.Bundle{Label: l}
-	seen := map[evidence.Hash]bool{}
-	for _, n := range notes {
-		if n == nil || seen[n.Leaf()] {
-			continue
-		}
-		seen[n.Leaf()] = true
-		b.Notes = append(b.Notes, n)
-	}
-	slices.SortStableFunc(b.Notes, func(x, y *evidence.Note) int {
-		return cmp.Compare(cemRank(x.Record.Type), cemRank(y.Record.Type))
-	})
-	for _, n := range b.Notes {
-		for _, name := range n.Record.SignerNames() {
-			if v, ok := trust.byName[name]; ok {
-				b.AddKey(v)
-			}
-		}
-		if n.Record.Type == evidence.KEY {
-			b.AddKey(n.Record.Key)
-		}
-	}
+	b := trust.bundle(l, notes, cemRank)
 	if msg != nil {
 		b.SetItem(evidence.ItemMessage, msg)
 	}

@@ -2,7 +2,6 @@ package protocol
 
 import (
 	"bytes"
-	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -303,28 +302,7 @@ func ttpRank(t evidence.Type) int {
 // verifier keys of every agent that signed one and of every user a KEY record binds, and the
 // items.
 func ttpBundle(l evidence.Label, trust *trust, notes []*evidence.Note, items map[string][]byte) *evidence.Bundle {
-	b := &evidence.Bundle{Label: l}
-	seen := map[evidence.Hash]bool{}
-	for _, n := range notes {
-		if n == nil || seen[n.Leaf()] {
-			continue
-		}
-		seen[n.Leaf()] = true
-		b.Notes = append(b.Notes, n)
-	}
-	slices.SortStableFunc(b.Notes, func(x, y *evidence.Note) int {
-		return cmp.Compare(ttpRank(x.Record.Type), ttpRank(y.Record.Type))
-	})
-	for _, n := range b.Notes {
-		for _, name := range n.Record.SignerNames() {
-			if v, ok := trust.byName[name]; ok {
-				b.AddKey(v)
-			}
-		}
-		if n.Record.Type == evidence.KEY {
-			b.AddKey(n.Record.Key)
-		}
-	}
+	b := trust.bundle(l, notes, ttpRank)
 	for _, name := range slices.Sorted(maps.Keys(items)) {
 		b.SetItem(name, items[name])
 	}
