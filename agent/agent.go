@@ -82,6 +82,10 @@ func (a *Agent) VerifierKey() string { return a.id.Verifier }
 type Error struct {
 	Kind    ErrorKind
 	Message string
+	// Reason is the NAC reason code of a refused submission; NAC is the label of the NAC that
+	// records the refusal, zero when none was made.
+	Reason string
+	NAC    evidence.Label
 }
 
 func (e *Error) Error() string { return "agent: " + e.Message }
@@ -148,7 +152,16 @@ func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*ev
 	var b *evidence.Bundle
 	err := a.st.View(ctx, func(tx store.Tx) error {
 		var err error
-		if it, err = tx.Item(l); err != nil {
+		it, err = tx.Item(l)
+		if errors.Is(err, store.ErrNotFound) && !l.IsZero() {
+			// A refused submission has no item, only its NAC (NotAccept).
+			b, err = bundleIn(tx, store.Item{Label: l}, a.id.Verifier)
+			if err == nil && len(b.Notes) == 0 {
+				err = store.ErrNotFound
+			}
+			return err
+		}
+		if err != nil {
 			return err
 		}
 		b, err = bundleIn(tx, it, a.id.Verifier)
@@ -160,7 +173,7 @@ func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*ev
 	if err != nil {
 		return nil, err
 	}
-	if message {
+	if message && !it.Label.IsZero() {
 		m, err := a.blobs.Get(ctx, it.Content)
 		if err != nil {
 			return nil, fmt.Errorf("agent: message of %s: %w", l, err)

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -393,10 +394,36 @@ func TestBadSubmissionsChangeNothing(t *testing.T) {
 		"deadline too far":  {agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg, Deadline: t0.Add(365 * 24 * time.Hour)}, agent.KindInvalid},
 		"short password":    {agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg, Password: "123"}, agent.KindInvalid},
 	}
+	nacs := 0
 	for name, c := range cases {
-		if _, err := w.a.Submit(ctx, c.s); agent.KindOf(err) != c.kind {
+		_, err := w.a.Submit(ctx, c.s)
+		if agent.KindOf(err) != c.kind {
 			t.Errorf("%s: %v (kind %d, want %d)", name, err, agent.KindOf(err), c.kind)
+			continue
 		}
+		// A known, enabled sender's refused submission is recorded by a NAC it can verify.
+		var e *agent.Error
+		if !errors.As(err, &e) {
+			t.Fatalf("%s: %T is not an agent error", name, err)
+		}
+		if c.kind == agent.KindForbidden {
+			if !e.NAC.IsZero() {
+				t.Errorf("%s: a NAC (%s) for a sender the agent does not serve", name, e.NAC)
+			}
+			continue
+		}
+		if e.NAC.IsZero() {
+			t.Errorf("%s: refused without a NAC", name)
+			continue
+		}
+		nacs++
+		v := w.verdict(t, e.NAC)
+		if !v.Valid || v.Outcome != evidence.OutcomeRefusedAtPosting || !strings.Contains(v.Summary, e.Reason) {
+			t.Errorf("%s: NAC bundle judged:\n%s", name, v.Text())
+		}
+	}
+	if got := w.mails.kinds(alice); len(got) != nacs || nacs == 0 || got[0] != agent.ReceiptNonAcceptance {
+		t.Errorf("alice got %v, want %d notices of non-acceptance", got, nacs)
 	}
 	var items []store.Item
 	if err := w.st.View(ctx, func(tx store.Tx) (err error) { items, err = tx.ItemsBySender(alice, 10, 0); return err }); err != nil || len(items) != 0 {
@@ -509,5 +536,20 @@ func TestRealMailsOnEveryPath(t *testing.T) {
 		if kinds[k] != n {
 			t.Errorf("%d %s mails, want %d (all: %v)", kinds[k], k, n, kinds)
 		}
+	}
+
+	// A refused submission: the notice of non-acceptance says why and carries the NAC.
+	_, err = w.a.Submit(ctx, agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg, Subject: "the lease", Deadline: t0.Add(400 * 24 * time.Hour)})
+	var e *agent.Error
+	if !errors.As(err, &e) || e.NAC.IsZero() {
+		t.Fatalf("refused submission: %v", err)
+	}
+	var out []store.Outbound
+	if err := w.st.View(ctx, func(tx store.Tx) (err error) { out, err = tx.OutboundFor(e.NAC); return err }); err != nil || len(out) != 1 {
+		t.Fatalf("NAC mails: %d (%v)", len(out), err)
+	}
+	body := string(out[0].Data)
+	if out[0].Kind != "non-acceptance" || out[0].To != alice || !strings.Contains(body, "NOT accepted") || !strings.Contains(body, "Not accepted: the lease") {
+		t.Fatalf("notice of non-acceptance to %s:\n%s", out[0].To, body)
 	}
 }

@@ -38,6 +38,9 @@ const (
 	ReceiptRetraction  ReceiptKind = "retraction"       // RTR
 	ReceiptWarning     ReceiptKind = "warning"          // WRN
 	ReceiptNonDelivery ReceiptKind = "non-delivery"     // NDN
+	// ReceiptNonAcceptance tells the sender its submission was refused (NAC): Label is the NAC's,
+	// and no item exists for it.
+	ReceiptNonAcceptance ReceiptKind = "non-acceptance"
 )
 
 // Receipt is what a mail to the sender says: the step, its signed note, and the bundle so far.
@@ -51,7 +54,8 @@ type Receipt struct {
 	Content   evidence.Hash
 	Deadline  time.Time
 	Time      time.Time
-	Reason    string // NDN and REJ reason code
+	Reason    string // NDN, REJ and NAC reason code
+	Detail    string // NAC: what is wrong, in words
 	Form      string // full | short | summary (PEC's completa | breve | sintetica)
 	Note      []byte // the signed note of this step
 	Bundle    []byte // the bundle so far

@@ -88,6 +88,8 @@ func (m MIMEMails) Receipt(r Receipt) ([]byte, error) {
 		return mailfmt.NonDelivery(mailfmt.Failure{Head: h, Exchange: ex, Evidence: ev, Reason: r.Reason, Time: r.Time})
 	case ReceiptRefusal:
 		return mailfmt.Refusal(mailfmt.Refused{Head: h, Exchange: ex, Evidence: ev, Reason: r.Reason, Time: r.Time})
+	case ReceiptNonAcceptance:
+		return mailfmt.NonAcceptance(mailfmt.NotAccepted{Head: h, Exchange: ex, Evidence: ev, Reason: r.Reason, Detail: r.Detail, Time: r.Time})
 	case ReceiptRetraction:
 		return mailfmt.RetractionReceipt(mailfmt.Retracted{Head: h, Exchange: ex, Evidence: ev, Time: r.Time})
 	}

@@ -43,7 +43,7 @@ type Posting struct {
 func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	now := evidence.CanonicalTime(a.now())
 	if err := a.checkSubmission(ctx, &s, now); err != nil {
-		return nil, err
+		return nil, a.notAccepted(ctx, s, err)
 	}
 	content, err := a.blobs.Put(ctx, s.Message)
 	if err != nil {
@@ -55,7 +55,7 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	var pwHash string
 	if s.Password != "" {
 		if pwHash, err = password.Hash(s.Password, password.Default, a.rand); err != nil {
-			return nil, refuse(KindInvalid, "message password: %v", err)
+			return nil, a.notAccepted(ctx, s, refuseSubmission("option", "message password: %v", err))
 		}
 	}
 	submission, err := evidence.NewLabel(a.rand)
@@ -93,15 +93,15 @@ func (a *Agent) checkSubmission(ctx context.Context, s *Submission, now time.Tim
 		return refuse(KindForbidden, "the account %s is disabled", s.Sender)
 	}
 	if len(s.Recipients) == 0 {
-		return refuse(KindInvalid, "no recipient")
+		return refuseSubmission("recipients", "no recipient")
 	}
 	seen := map[string]bool{}
 	for _, r := range s.Recipients {
 		if err := evidence.CheckAddress(r); err != nil {
-			return refuse(KindInvalid, "recipient: %v", err)
+			return refuseSubmission("recipients", "recipient: %v", err)
 		}
 		if seen[strings.ToLower(r)] {
-			return refuse(KindInvalid, "recipient %s named twice", r)
+			return refuseSubmission("recipients", "recipient %s named twice", r)
 		}
 		seen[strings.ToLower(r)] = true
 	}
@@ -109,20 +109,41 @@ func (a *Agent) checkSubmission(ctx context.Context, s *Submission, now time.Tim
 		s.Protocol = evidence.CEMIP
 	}
 	if !s.Protocol.IsCEM() {
-		return refuse(KindInvalid, "mode %s is not served by this agent (cem, cem-nsr or cem-ip)", s.Protocol)
+		return refuseSubmission("option", "mode %s is not served by this agent (cem, cem-nsr or cem-ip)", s.Protocol)
 	}
 	if s.Deadline.IsZero() {
 		s.Deadline = now.Add(a.settings.DefaultDeadline)
 	}
 	s.Deadline = evidence.CanonicalTime(s.Deadline)
 	if d := s.Deadline.Sub(now); d < a.settings.MinDeadline || d > a.settings.MaxDeadline {
-		return refuse(KindInvalid, "deadline %s is %s away; this agent accepts between %s and %s",
+		return refuseSubmission("option", "deadline %s is %s away; this agent accepts between %s and %s",
 			evidence.FormatTime(s.Deadline), d.Round(time.Second), a.settings.MinDeadline, a.settings.MaxDeadline)
 	}
 	if s.Receipt == "" {
 		s.Receipt = "full"
 	}
 	return nil
+}
+
+// refuseSubmission is a failed check of a submission from a known, enabled sender: the agent
+// records it with a NAC (code is the NAC's reason).
+func refuseSubmission(code, format string, args ...any) error {
+	return &Error{Kind: KindInvalid, Message: fmt.Sprintf(format, args...), Reason: code}
+}
+
+// notAccepted records err with a NAC when it is a refused submission, and returns err with the
+// NAC's label; a NAC that cannot be made leaves the refusal as it was, for the sender must hear it.
+func (a *Agent) notAccepted(ctx context.Context, s Submission, err error) error {
+	var e *Error
+	if !errors.As(err, &e) || e.Reason == "" {
+		return err
+	}
+	n, nerr := a.NotAccept(ctx, Refusal{Sender: s.Sender, Subject: s.Subject, Protocol: s.Protocol, Reason: e.Reason, Detail: e.Message})
+	if nerr != nil {
+		return err
+	}
+	e.NAC = n.Record.Label
+	return e
 }
 
 // post creates one recipient's item and its evidence inside tx.

@@ -98,6 +98,31 @@ func weighCEM(c *evidence.Checked, p evidence.Protocol, now time.Time) *cemCase 
 		}
 		v.Fail(all[i].pos, evidence.COP, "posting", "a second certificate of posting for the label (the first is note %d)", copG.pos)
 	}
+	var nac *good
+	for i := range all {
+		if all[i].rec.Type == evidence.NAC && nac == nil {
+			nac = &all[i]
+		}
+	}
+	switch {
+	case nac != nil && copG != nil:
+		v.Fail(nac.pos, evidence.NAC, "posting", "the agent both refused (this NAC) and accepted (COP, note %d) the submission under one label", copG.pos)
+	case nac != nil:
+		// The agent refused the submission: nothing was posted, and that is all there is to say.
+		r := nac.rec
+		if r.Protocol != p {
+			v.Fail(nac.pos, evidence.NAC, "protocol", "protocol is %q, but the bundle's is %q", r.Protocol, p)
+		}
+		for _, g := range all {
+			if g.rec != r && g.rec.Type != evidence.KEY {
+				v.Fail(g.pos, g.rec.Type, "posting", "a %s for a submission the agent refused (NAC, note %d)", g.rec.Type, nac.pos)
+			}
+		}
+		v.Outcome = evidence.OutcomeRefusedAtPosting
+		v.Summary = fmt.Sprintf("%s refused the submission of %s at %s: %s (%s); nothing was posted",
+			r.Agent, r.Sender, evidence.FormatTime(r.Time), r.Reason, r.Detail)
+		return nil
+	}
 	if copG == nil {
 		v.Fail(0, evidence.COP, "posting", "the bundle holds no valid certificate of posting (COP)")
 		v.Summary = "nothing shows that an agent accepted the message: there is no valid certificate of posting"

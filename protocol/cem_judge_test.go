@@ -105,6 +105,8 @@ func (h *cemHand) add(typ evidence.Type, when time.Time, edit ...func(*evidence.
 		r.Origin, r.Recipient, r.Content = p1, cemBob, hm
 	case evidence.NDN:
 		r.Sender, r.Recipient, r.Content, r.Deadline, r.Reason = cemAlice, cemBob, hm, h.T, "not-accepted"
+	case evidence.NAC:
+		r.Sender, r.Reason, r.Detail = cemAlice, "option", "deadline too far"
 	}
 	for _, e := range edit {
 		e(r)
@@ -220,4 +222,29 @@ func TestCEMJudgeDeadline(t *testing.T) {
 		v := protocol.JudgeAt(h.b.Check(nil), h.T)
 		cemWant(t, v, false, evidence.OutcomeInvalid)
 	})
+}
+
+// TestCEMJudgeNonAcceptance: a NAC alone shows that the agent refused the submission; a NAC
+// beside a certificate of posting, or with later steps, is inconsistent evidence.
+func TestCEMJudgeNonAcceptance(t *testing.T) {
+	t.Run("refused", func(t *testing.T) {
+		h := newCEMHand(t)
+		h.b.Items = nil
+		h.add(evidence.NAC, h.at(0))
+		v := h.judge(time.Time{})
+		cemWant(t, v, true, evidence.OutcomeRefusedAtPosting)
+		if !strings.Contains(v.Summary, "deadline too far") || !strings.Contains(v.Summary, cemAlice) {
+			t.Errorf("summary %q does not say who was refused and why", v.Summary)
+		}
+	})
+	for name, then := range map[string]evidence.Type{"and posted": evidence.COP, "and notified": evidence.NTF} {
+		t.Run(name, func(t *testing.T) {
+			h := newCEMHand(t)
+			h.add(evidence.NAC, h.at(0)).add(then, h.at(time.Second))
+			v := h.judge(time.Time{})
+			if v.Valid || !slices.ContainsFunc(v.Problems, func(p evidence.Problem) bool { return p.Check == "posting" }) {
+				t.Errorf("want a posting problem:\n%s", v.Text())
+			}
+		})
+	}
 }

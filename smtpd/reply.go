@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"certmail/agent"
+	"certmail/evidence"
 	"certmail/mailfmt"
 )
 
@@ -123,7 +124,11 @@ func submitRefusal(err error) refusal {
 	}
 	switch agent.KindOf(err) {
 	case agent.KindInvalid:
-		return refusal{reply(550, smtp.EnhancedCode{5, 6, 0}, msg), slog.LevelInfo, err}
+		r := reply(550, smtp.EnhancedCode{5, 6, 0}, msg)
+		if !e.NAC.IsZero() {
+			r = withLine(r, nacLine(e.NAC))
+		}
+		return refusal{r, slog.LevelInfo, err}
 	case agent.KindForbidden:
 		return refusal{reply(550, smtp.EnhancedCode{5, 7, 1}, msg), slog.LevelInfo, err}
 	case agent.KindUnavailable:
@@ -132,6 +137,26 @@ func submitRefusal(err error) refusal {
 	}
 	// RFC 5321 4.3.2: 554, transaction failed.
 	return refusal{reply(554, smtp.EnhancedCode{5, 0, 0}, msg), slog.LevelInfo, err}
+}
+
+// replyLines gives back the text lines of a reply built by reply.
+func replyLines(e *smtp.SMTPError) []string {
+	prefix := fmt.Sprintf("%d.%d.%d ", e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2])
+	var lines []string
+	for _, l := range strings.Split(e.Message, "\n") {
+		lines = append(lines, strings.TrimPrefix(l, prefix))
+	}
+	return lines
+}
+
+// withLine returns e with one more line of text.
+func withLine(e *smtp.SMTPError, line string) *smtp.SMTPError {
+	return reply(e.Code, e.EnhancedCode, append(replyLines(e), line)...)
+}
+
+// nacLine is the line a refusal's reply gains when a NAC records it.
+func nacLine(l evidence.Label) string {
+	return fmt.Sprintf("A signed notice of non-acceptance (label %s) is on its way to you", l)
 }
 
 // sizeText writes a byte count for people.

@@ -176,15 +176,14 @@ func (s *session) Data(r io.Reader) error {
 	raw, err := io.ReadAll(io.LimitReader(r, s.srv.maxBytes+1))
 	switch {
 	case errors.Is(err, smtp.ErrDataTooLarge) || err == nil && int64(len(raw)) > s.srv.maxBytes:
-		s.log.Info("smtp message refused: too large", "user", user, "limit", s.srv.maxBytes)
-		return reply(552, smtp.EnhancedCode{5, 3, 4}, fmt.Sprintf( // RFC 5321 4.5.3.1.9
+		return s.notAccepted(refusal{reply(552, smtp.EnhancedCode{5, 3, 4}, fmt.Sprintf( // RFC 5321 4.5.3.1.9
 			"The message is larger than %s, the most this agent accepts: send fewer or smaller attachments",
-			sizeText(s.srv.maxBytes)))
+			sizeText(s.srv.maxBytes))), slog.LevelInfo, "too large"}, user, "", mailfmt.CodeSize)
 	case errors.Is(err, smtp.ErrTooLongLine):
-		s.log.Info("smtp message refused: line too long", "user", user)
-		return reply(554, smtp.EnhancedCode{5, 6, 0}, fmt.Sprintf(
+		return s.notAccepted(refusal{reply(554, smtp.EnhancedCode{5, 6, 0}, fmt.Sprintf(
 			"A line of the message is longer than %d bytes; mail allows at most 998 a line (RFC 5322 2.1.1): "+
-				"let your mail program encode long lines (quoted-printable) or send the text as an attachment", maxLineLength))
+				"let your mail program encode long lines (quoted-printable) or send the text as an attachment", maxLineLength)),
+			slog.LevelInfo, "line too long"}, user, "", mailfmt.CodeLine)
 	case err != nil:
 		s.log.Info("smtp message not received whole", "user", user, "err", err)
 		return reply(451, smtp.EnhancedCode{4, 3, 0}, "The message did not arrive whole: nothing was certified; send it again")
@@ -192,13 +191,17 @@ func (s *session) Data(r io.Reader) error {
 
 	sub, err := mailfmt.ParseSubmission(raw, s.srv.cfg.Limits, s.srv.cfg.Now(), mailfmt.Options{})
 	if err != nil {
-		return s.refuse(parseRefusal(err), user, "smtp message refused")
+		r := parseRefusal(err)
+		var e *mailfmt.Error
+		if !errors.As(err, &e) {
+			return s.refuse(r, user, "smtp message refused")
+		}
+		return s.notAccepted(r, user, "", e.Code)
 	}
 	if sub.From != user {
-		s.log.Info("smtp message refused: From is not the authenticated user", "user", user, "header_from", sub.From)
-		return reply(553, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf(
+		return s.notAccepted(refusal{reply(553, smtp.EnhancedCode{5, 7, 1}, fmt.Sprintf(
 			"The From field says %s, but you are authenticated as %s: certmail certifies mail only in its sender's own name",
-			sub.From, user))
+			sub.From, user)), slog.LevelInfo, "From is not the authenticated user: " + sub.From}, user, sub.Subject, "sender")
 	}
 	// The envelope is authoritative: To and Cc are what recipients read, and may name fewer
 	// or other addresses (Bcc, lists), as in any mail.
@@ -228,6 +231,19 @@ func (s *session) Data(r io.Reader) error {
 		"bytes", len(sub.Message), "mode", sub.Options.Mode)
 	// go-smtp writes an error's code as given, and has no other way to set a 250's text.
 	return reply(250, smtp.EnhancedCode{2, 0, 0}, lines...)
+}
+
+// notAccepted refuses a message of the authenticated user and records the refusal with a NAC
+// (reason code) mailed to the user; the reply names the NAC. When the NAC cannot be made the
+// refusal stands as it is: the client must hear it either way.
+func (s *session) notAccepted(r refusal, user, subject, code string) error {
+	n, err := s.srv.ag.NotAccept(s.srv.ctx, agent.Refusal{Sender: user, Subject: subject, Reason: code, Detail: strings.Join(replyLines(r.reply), " ")})
+	if err != nil {
+		s.log.Error("smtp refusal: no NAC recorded", "user", user, "err", err)
+	} else {
+		r.reply = withLine(r.reply, nacLine(n.Record.Label))
+	}
+	return s.refuse(r, user, "smtp message refused")
 }
 
 // refuse logs a refusal with its cause and returns the client's reply.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	netsmtp "net/smtp"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -195,6 +196,10 @@ func TestRefusals(t *testing.T) {
 		logins: account.Limits{PerAccount: 3, PerAddress: 1000, Window: time.Hour}})
 	long := message(alice, "X-Filler: "+strings.Repeat("x", 900)) +
 		strings.Repeat(strings.Repeat("y", 990)+"\r\n", 70)
+	nacked := map[string]bool{}
+	for _, n := range []string{"header From not the user", "oversized", "line too long for mail", "no empty line after the header", "malformed MIME", "invalid UTF-8", "unknown Certmail-Mode", "bad Certmail-Deadline", "deadline past the agent's"} {
+		nacked[n] = true
+	}
 	for _, tc := range []struct {
 		name string
 		run  func(t *testing.T, c *client)
@@ -253,11 +258,13 @@ func TestRefusals(t *testing.T) {
 			c = c.w.login(t)
 			code, msg := c.send(message(carol), bob)
 			want(t, code, msg, 553, "5.7.1", carol)
+			wantNAC(t, msg)
 		}},
 		{"oversized", func(t *testing.T, c *client) {
 			c = c.w.login(t)
 			code, msg := c.send(long, bob)
 			want(t, code, msg, 552, "5.3.4", "65536 bytes")
+			wantNAC(t, msg)
 			c.expect("NOOP", 250, "2.0.0") // the rest of the data was read and dropped
 			c.expect("MAIL FROM:<"+alice+"> SIZE=70000", 552, "5.3.4")
 			c.expect("MAIL FROM:<"+alice+"> SIZE=65537", 552, "5.3.4")
@@ -267,36 +274,43 @@ func TestRefusals(t *testing.T) {
 			c = c.w.login(t)
 			code, msg := c.send(message(alice)+strings.Repeat("w", 1500)+"\r\n", bob)
 			want(t, code, msg, 554, "5.6.0", "1500 bytes")
+			wantNAC(t, msg)
 		}},
 		{"no empty line after the header", func(t *testing.T, c *client) {
 			c = c.w.login(t)
 			code, msg := c.send(strings.Replace(message(alice), "\r\n\r\n", "\r\n", 1), bob)
 			want(t, code, msg, 554, "5.6.0", "empty line missing")
+			wantNAC(t, msg)
 		}},
 		{"malformed MIME", func(t *testing.T, c *client) {
 			c = c.w.login(t)
 			code, msg := c.send(message(alice, "MIME-Version: 1.0", "Content-Type: multipart/mixed"), bob)
 			want(t, code, msg, 554, "5.6.0", "boundary")
+			wantNAC(t, msg)
 		}},
 		{"invalid UTF-8", func(t *testing.T, c *client) {
 			c = c.w.login(t)
 			code, msg := c.send(strings.Replace(message(alice), "the lease", "the l\xe9ase", 1), bob)
 			want(t, code, msg, 554, "5.6.0", "UTF-8")
+			wantNAC(t, msg)
 		}},
 		{"unknown Certmail-Mode", func(t *testing.T, c *client) {
 			c = c.w.login(t)
 			code, msg := c.send(message(alice, "Certmail-Mode: aghp"), bob)
 			want(t, code, msg, 554, "5.6.0", "Certmail-Mode")
+			wantNAC(t, msg)
 		}},
 		{"bad Certmail-Deadline", func(t *testing.T, c *client) {
 			c = c.w.login(t)
 			code, msg := c.send(message(alice, "Certmail-Deadline: tomorrow"), bob)
 			want(t, code, msg, 554, "5.6.0", "Certmail-Deadline")
+			wantNAC(t, msg)
 		}},
 		{"deadline past the agent's", func(t *testing.T, c *client) {
 			c = c.w.login(t)
 			code, msg := c.send(message(alice, "Certmail-Deadline: 60d"), bob)
 			want(t, code, msg, 550, "5.6.0", "deadline")
+			wantNAC(t, msg)
 		}},
 		{"too many recipients", func(t *testing.T, c *client) {
 			c = c.w.login(t)
@@ -354,6 +368,12 @@ func TestRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := w.state(t)
 			tc.run(t, w.dial(t))
+			// A whole message refused from the authenticated user leaves exactly one trace: its
+			// NAC and the notice of non-acceptance queued for the user (want checks the reply
+			// names it). Nothing else changes.
+			if nacked[tc.name] {
+				before.outbound++
+			}
 			if after := w.state(t); after != before {
 				t.Errorf("state changed from %+v to %+v", before, after)
 			}
@@ -396,6 +416,14 @@ func want(t *testing.T, code int, msg string, wantCode int, enhanced, says strin
 	t.Helper()
 	if code != wantCode || !strings.HasPrefix(msg, enhanced+" ") || !strings.Contains(msg, says) {
 		t.Fatalf("got %d %s\nwant %d %s …%s…", code, msg, wantCode, enhanced, says)
+	}
+}
+
+// wantNAC checks that a refusal's reply names the NAC that records it.
+func wantNAC(t *testing.T, msg string) {
+	t.Helper()
+	if !regexp.MustCompile(`notice of non-acceptance \(label [0-9A-Z]{26}\)`).MatchString(strings.ReplaceAll(msg, "\n", " ")) {
+		t.Errorf("the reply names no NAC:\n%s", msg)
 	}
 }
 

@@ -75,6 +75,12 @@ func (s *Server) apiSubmit(w http.ResponseWriter, r *http.Request) {
 	switch mt {
 	case "message/rfc822":
 		body, err := readBody(w, r, lim.MaxBytes)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.notAccepted(w, r, u.Address, "", http.StatusRequestEntityTooLarge, mailfmt.CodeSize,
+				fmt.Sprintf("the message is larger than this agent accepts (%d bytes): send fewer or smaller attachments", tooBig.Limit))
+			return
+		}
 		if err != nil {
 			s.apiError(w, r, err)
 			return
@@ -86,7 +92,7 @@ func (s *Server) apiSubmit(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			if len(to) > lim.MaxRecipients {
-				s.problem(w, r, http.StatusUnprocessableEntity, mailfmt.CodeRecipients,
+				s.notAccepted(w, r, u.Address, "", http.StatusUnprocessableEntity, mailfmt.CodeRecipients,
 					fmt.Sprintf("?to= names %d recipients; this agent certifies at most %d per message: split it", len(to), lim.MaxRecipients))
 				return
 			}
@@ -114,12 +120,18 @@ func (s *Server) apiSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub, err := mailfmt.ParseSubmission(raw, lim, now, mailfmt.Options{})
+	var me *mailfmt.Error
+	if errors.As(err, &me) {
+		s.notAccepted(w, r, u.Address, "", me.HTTPStatus, me.Code, me.Message)
+		return
+	}
 	if err != nil {
 		s.apiError(w, r, err)
 		return
 	}
 	if sub.From != u.Address {
-		s.problem(w, r, http.StatusForbidden, "sender", fmt.Sprintf("the message is From %s, but you are logged in as %s: certmail certifies only mail from your own address", sub.From, u.Address))
+		s.notAccepted(w, r, u.Address, sub.Subject, http.StatusForbidden, "sender",
+			fmt.Sprintf("the message is From %s, but you are logged in as %s: certmail certifies only mail from your own address", sub.From, u.Address))
 		return
 	}
 	if want != nil && !slices.Equal(sub.Recipients, want) {
@@ -282,12 +294,7 @@ func (s *Server) apiBundle(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// agent.Bundle serves any label: Status is what checks that this one is the sender's.
-	if _, err := s.ag.Status(r.Context(), u.Address, l); err != nil {
-		s.apiError(w, r, err)
-		return
-	}
-	b, err := s.ag.Bundle(r.Context(), l, true)
+	b, err := s.ag.SenderBundle(r.Context(), u.Address, l, true)
 	if err != nil {
 		s.apiError(w, r, err)
 		return

@@ -161,6 +161,8 @@ func TestSubmitProblems(t *testing.T) {
 		{"too many ?to", alice, "message/rfc822", nil, 422, "recipients"},
 		{"media type", alice, "text/plain", []byte("hi"), 415, "media-type"},
 	}
+	nacked := map[string]bool{"unknown mode": true, "bad deadline": true, "deadline too soon": true, "hint without password": true,
+		"oversized json": true, "oversized message": true, "not a message": true, "someone else's From": true, "too many ?to": true}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := "/api/v1/messages"
@@ -175,6 +177,25 @@ func TestSubmitProblems(t *testing.T) {
 			}
 			r := w.api(t, "POST", path, c.user, c.ct, c.body)
 			problem(t, r, c.status, c.code)
+			// A message the agent refuses is recorded by a NAC the sender can fetch and verify;
+			// a request that never made a message is not.
+			var p struct {
+				NAC       string `json:"nac"`
+				NACBundle string `json:"nac_bundle_url"`
+			}
+			json.Unmarshal(r.body, &p)
+			if (p.NAC != "") != nacked[c.name] {
+				t.Fatalf("NAC %q, want one: %v", p.NAC, nacked[c.name])
+			}
+			if p.NAC != "" {
+				if p.NACBundle != w.srv.URL+"/api/v1/messages/"+p.NAC+"/bundle" {
+					t.Fatalf("NAC bundle URL %q", p.NACBundle)
+				}
+				if v, _ := w.bundle(t, p.NAC); !v.Valid || v.Outcome != evidence.OutcomeRefusedAtPosting {
+					t.Fatalf("NAC bundle judged:\n%s", v.Text())
+				}
+				problem(t, w.api(t, "GET", "/api/v1/messages/"+p.NAC+"/bundle", mallory, "", nil), 404, "not-found")
+			}
 			if c.status == 401 && r.header.Get("WWW-Authenticate") == "" {
 				t.Error("401 without WWW-Authenticate")
 			}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"certmail/agent"
+	"certmail/evidence"
 	"certmail/mailfmt"
 )
 
@@ -18,6 +19,10 @@ type problemDoc struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail"`
+	// A refused submission is recorded by a signed NAC, mailed to the sender; its label and
+	// the URL of its bundle.
+	NAC       string `json:"nac,omitempty"`
+	NACBundle string `json:"nac_bundle_url,omitempty"`
 }
 
 const problemPrefix = "urn:certmail:problem:"
@@ -53,12 +58,21 @@ var problemTitles = map[string]string{
 
 // problem writes an RFC 9457 problem+json response.
 func (s *Server) problem(w http.ResponseWriter, r *http.Request, status int, code, detail string) {
+	s.problemNAC(w, r, status, code, detail, evidence.Label{})
+}
+
+// problemNAC is problem for a refused submission that the NAC labelled nac records.
+func (s *Server) problemNAC(w http.ResponseWriter, r *http.Request, status int, code, detail string, nac evidence.Label) {
 	title := problemTitles[code]
 	if title == "" {
 		title = http.StatusText(status)
 	}
 	note(w, code)
-	b, _ := json.Marshal(problemDoc{Type: problemPrefix + code, Title: title, Status: status, Detail: detail})
+	doc := problemDoc{Type: problemPrefix + code, Title: title, Status: status, Detail: detail}
+	if !nac.IsZero() {
+		doc.NAC, doc.NACBundle = nac.String(), s.statusURL(nac)+"/bundle"
+	}
+	b, _ := json.Marshal(doc)
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
@@ -81,7 +95,10 @@ func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *agent.Error
 	if errors.As(err, &ae) {
 		status, code := agentStatus(ae.Kind)
-		s.problem(w, r, status, code, ae.Message)
+		if ae.Reason != "" {
+			code = ae.Reason
+		}
+		s.problemNAC(w, r, status, code, ae.Message, ae.NAC)
 		return
 	}
 	s.log.Error("web: request failed", "route", r.Pattern, "err", err)
@@ -101,6 +118,19 @@ func agentStatus(k agent.ErrorKind) (int, string) {
 		return http.StatusGone, "gone"
 	}
 	return http.StatusServiceUnavailable, "unavailable"
+}
+
+// notAccepted answers a submission of user's that the agent refuses, after recording the
+// refusal with a NAC mailed to the user. When the NAC cannot be made the refusal stands without it.
+func (s *Server) notAccepted(w http.ResponseWriter, r *http.Request, user, subject string, status int, code, detail string) {
+	n, err := s.ag.NotAccept(r.Context(), agent.Refusal{Sender: user, Subject: subject, Reason: code, Detail: detail})
+	var l evidence.Label
+	if err != nil {
+		s.log.Error("web: refusal: no NAC recorded", "user", user, "err", err)
+	} else {
+		l = n.Record.Label
+	}
+	s.problemNAC(w, r, status, code, detail, l)
 }
 
 func (s *Server) apiNotFound(w http.ResponseWriter, r *http.Request) {
