@@ -304,6 +304,29 @@ func TestDeadlineWarnsThenGivesNotice(t *testing.T) {
 	}
 }
 
+// The agent stops taking acceptances a little before T and fires the deadline timer then, so
+// that its NDN is signed by T even when the timer loop runs a tick late.
+func TestAcceptanceClosesBeforeTheDeadline(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	T := t0.Add(4 * time.Hour)
+	p := w.submit(t, agent.Submission{Deadline: T})
+	w.deliverQueue(t)
+	tok := w.mails.token(t, bob)
+	v, err := w.a.Pickup(ctx, tok)
+	if err != nil || v.Deadline != T.Add(-time.Minute) {
+		t.Fatalf("pickup view closes at %s (%v), want a minute before %s", v.Deadline, err, T)
+	}
+	w.clock.add(4*time.Hour - time.Minute + 500*time.Millisecond) // the timer loop is half a second late
+	if _, err := w.a.Accept(ctx, tok, agent.Acceptance{}); agent.KindOf(err) != agent.KindGone {
+		t.Fatalf("acceptance after closing: %v", err)
+	}
+	if n, err := w.a.RunTimers(ctx); err != nil || n != 2 {
+		t.Fatalf("timers: %d fired, %v", n, err)
+	}
+	want(t, w.verdict(t, p.Label), evidence.OutcomeNotDelivered, "")
+}
+
 func TestRefusal(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()

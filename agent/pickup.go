@@ -21,7 +21,7 @@ type PickupView struct {
 	Recipient    string
 	Commitment   evidence.Hash
 	Content      evidence.Hash
-	Deadline     time.Time
+	Deadline     time.Time // when acceptance closes: a little before the T of the COP (closing)
 	State        store.State
 	NeedPassword bool
 	Hint         string
@@ -84,7 +84,7 @@ func (a *Agent) itemByToken(ctx context.Context, tok string) (store.Item, error)
 
 func viewOf(it store.Item, now time.Time) PickupView {
 	v := PickupView{Label: it.Label, Protocol: it.Protocol, Sender: it.Sender, Recipient: it.Recipient,
-		Commitment: it.Commitment, Content: it.Content, Deadline: it.Deadline, State: it.State,
+		Commitment: it.Commitment, Content: it.Content, Deadline: closing(it.Submitted, it.Deadline), State: it.State,
 		NeedPassword: it.PasswordHash != "", Hint: it.PasswordHint, Size: it.Size}
 	switch {
 	case it.State == store.StateRetracted:
@@ -93,7 +93,7 @@ func viewOf(it store.Item, now time.Time) PickupView {
 		v.Why = "you refused this message"
 	case it.State == store.StateDelivered:
 		v.Why = "you accepted this message"
-	case it.State.Final() || !now.Before(it.Deadline):
+	case it.State.Final() || !now.Before(v.Deadline):
 		v.Why = "the deadline for picking up this message has passed"
 	}
 	return v

@@ -171,13 +171,13 @@ func (a *Agent) post(tx store.Tx, s Submission, rcpt string, content evidence.Ha
 		return Posting{}, err
 	}
 	warn := now.Add(time.Duration(float64(s.Deadline.Sub(now)) * a.settings.WarnAt))
-	for _, t := range []store.Timer{{Label: l, Kind: timerWarn, Due: warn}, {Label: l, Kind: timerDeadline, Due: s.Deadline}} {
+	for _, t := range []store.Timer{{Label: l, Kind: timerWarn, Due: warn}, {Label: l, Kind: timerDeadline, Due: closing(now, s.Deadline)}} {
 		if err := tx.SetTimer(t); err != nil {
 			return Posting{}, err
 		}
 	}
 	notice := Notice{From: a.settings.Bounce, To: rcpt, Sender: s.Sender, Label: l, Protocol: s.Protocol,
-		Commitment: it.Commitment, Deadline: s.Deadline, PickupURL: a.PickupURL(tok), NeedPassword: pwHash != "", Hint: s.Hint}
+		Commitment: it.Commitment, Deadline: closing(now, s.Deadline), PickupURL: a.PickupURL(tok), NeedPassword: pwHash != "", Hint: s.Hint}
 	if s.Protocol == evidence.CEM {
 		notice.Message = s.Message // seed 001 §4.4 step 5 (cem): Pn -> B: L, M
 	}
@@ -198,6 +198,16 @@ func (a *Agent) post(tx store.Tx, s Submission, rcpt string, content evidence.Ha
 const (
 	kindNotification = "notification"
 )
+
+// closing is when an item posted at submitted with deadline T stops taking acceptances: a lead
+// before T, so that the deadline timer fires and its NDN is signed by T even when the timer
+// loop (one tick a second) runs late (seed 001 §4.6: the agent must report by T). The lead is a
+// twentieth of the time allowed, at least 2 s and at most a minute, and never more than half.
+func closing(submitted, deadline time.Time) time.Time {
+	window := deadline.Sub(submitted)
+	lead := min(max(window/20, 2*time.Second), time.Minute, window/2)
+	return deadline.Add(-lead)
+}
 
 // Timer kinds.
 const (

@@ -63,13 +63,14 @@ func TestPickupAcceptAndRetrieve(t *testing.T) {
 	w.deliverQueue(t)
 	link := w.mails.link(t, bob)
 
-	// Before deciding: who, what label, the commitment, the deadline — never the content.
+	// Before deciding: who, what label, the commitment, the time acceptance closes (a minute
+	// before the 48-hour deadline, so the agent can report by it) — never the content.
 	page := w.get(t, link)
 	if page.status != 200 {
 		t.Fatalf("pickup page: %s", page)
 	}
 	l, _ := evidence.ParseLabel(label)
-	contains(t, page, alice, label, evidence.Commitment(l, m).String(), "2026-03-04T09:00:00Z", "Accept and sign the receipt", "Refuse")
+	contains(t, page, alice, label, evidence.Commitment(l, m).String(), "2026-03-04T08:59:00Z", "Accept and sign the receipt", "Refuse")
 	lacks(t, page, "Signed copy attached", "the lease", "lease.pdf", `name="password"`)
 	securityHeaders(t, page)
 	if got := w.get(t, link+"/message.eml"); got.status != http.StatusForbidden {

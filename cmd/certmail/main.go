@@ -45,8 +45,8 @@ func commands() []command {
 		{"serve", "run the delivery agent (zero configuration: localhost, ./certmail-data)", runServe},
 		{"keygen", "generate an Ed25519 signed-note key pair for an agent or a user", runKeygen},
 
-		// verify: the arbiter's offline check of an evidence bundle. runVerify in verify.go is
-		// a stand-in that answers "not yet wired"; wiring verify replaces that file as a whole.
+		{"send", "send a certified message through an agent's API", runSend},
+		{"status", "show a sent message's timeline; fetch its bundle; retract it", runStatus},
 		{"verify", "check an evidence bundle offline and print the verdict", runVerify},
 
 		{"user", "add, list, disable, enable users or set their passwords", runUser},
@@ -59,7 +59,7 @@ func commands() []command {
 // `certmail serve` say "not yet" instead of "unknown"; a command leaves this list when its row
 // joins the table.
 func plannedCommands() []string {
-	return []string{"send", "status", "pickup", "peer", "log", "bench"}
+	return []string{"pickup", "peer", "log", "bench"}
 }
 
 func main() {
