@@ -91,11 +91,15 @@ func TestLifecycleThroughTheBinary(t *testing.T) {
 		t.Fatalf("status after the deadline: exit %d\n%s", code, out)
 	}
 
-	// The recipient refuses on the pickup page.
-	refused := alice.send(t, "--to", "dave@example.org", "--subject", "the refusal", "--text", "Please sign.")
+	// The recipient refuses on the pickup page, with the message password.
+	pwFile := filepath.Join(t.TempDir(), "message-password")
+	os.WriteFile(pwFile, []byte("open sesame 42\n"), 0o600)
+	refused := alice.send(t, "--to", "dave@example.org", "--subject", "the refusal", "--text", "Please sign.",
+		"--message-password-file", pwFile, "--hint", "the usual")
 	link := linkRE.Find(mx.wait(t, "dave@example.org", "pickup"))
 	_, page := get(t, p.client, string(link))
 	action, fields := form(t, page, "/refuse")
+	fields.Set("password", "open sesame 42")
 	u, _ := url.Parse(string(link))
 	target, _ := u.Parse(action)
 	resp, err := p.client.PostForm(target.String(), fields)
@@ -156,4 +160,55 @@ func TestLifecycleThroughTheBinary(t *testing.T) {
 	if code, _, errs := wrong.run(t, "send", "--to", "bob@example.org", "--text", "hi"); code != exitFail || !strings.Contains(errs, "password is wrong") {
 		t.Errorf("wrong password: exit %d\n%s", code, errs)
 	}
+
+	// The agent's log holds no secret it was given or made: account and message passwords,
+	// pickup tokens, the private keys and the form secret.
+	secrets := map[string]string{"account password": "correct horse battery", "wrong password": "wrong password",
+		"message password": "open sesame 42"}
+	for _, m := range mx.all() {
+		for _, l := range linkRE.FindAll(m, -1) {
+			secrets["pickup token"] = string(l[strings.LastIndex(string(l), "/")+1:])
+		}
+	}
+	for _, f := range []string{"agent.key", "ca.key", "tls.key", "web.key"} {
+		b, err := os.ReadFile(filepath.Join(p.dir, "data", f))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		secrets[f] = string(b)
+	}
+	log := p.out.String()
+	if !strings.Contains(log, "smtp") && !strings.Contains(log, "web") {
+		t.Fatalf("the agent logged nothing to check:\n%s", log)
+	}
+	for what, secret := range secrets {
+		for _, part := range secretParts(secret) {
+			if strings.Contains(log, part) {
+				t.Errorf("the agent's log shows the %s", what)
+			}
+		}
+	}
+}
+
+// secretParts is what of a secret must not appear: the whole, and for a PEM or key file each
+// long line of it.
+func secretParts(secret string) []string {
+	parts := []string{secret}
+	for _, line := range strings.Split(secret, "\n") {
+		if line = strings.TrimSpace(line); len(line) >= 16 && !strings.HasPrefix(line, "-----") {
+			parts = append(parts, line)
+		}
+	}
+	return parts
+}
+
+// all returns every message the sink took.
+func (s *sink) all() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [][]byte
+	for _, m := range s.got {
+		out = append(out, m.data)
+	}
+	return out
 }

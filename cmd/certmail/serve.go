@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"certmail/account"
 	"certmail/agent"
 	"certmail/config"
+	"certmail/durable"
 	"certmail/mailfmt"
 	"certmail/mailout"
 	"certmail/pki"
@@ -192,22 +194,22 @@ func firstAdmin(ctx context.Context, st store.Store, acc *account.Accounts, host
 
 // loadOrCreateSecret keeps the web server's HMAC key (CSRF tokens) in a 0600 file.
 func loadOrCreateSecret(path string) ([]byte, error) {
-	if b, err := os.ReadFile(path); err == nil && len(b) == 32 {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == 32 {
 		return b, nil
 	}
-	b := make([]byte, 32)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("web secret %s: want 32 bytes (remove the file to make a new one; signed-in sessions end): %v", path, err)
+	}
+	b = make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	// Written whole or not at all, so a crash cannot leave a short secret behind.
+	if err := durable.WriteAtomic(path, b, 0o600); err != nil {
 		return nil, fmt.Errorf("web secret: %w", err)
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return b, f.Close()
+	return b, nil
 }
 
 func printBanner(w io.Writer, cfg config.Config, vkey string, smtpAddr, httpsAddr net.Addr, admin, adminPW string) {
