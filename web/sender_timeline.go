@@ -20,7 +20,7 @@ type step struct {
 	Title  string // "Accepted"
 	Who    string // who signed it
 	Proves string // what it proves, in plain words
-	Class  string // ok, bad or "" (for the page's colours)
+	Class  string // good, bad or "" (for the page's colours)
 	Leaf   evidence.Hash
 }
 
@@ -40,24 +40,24 @@ func stepWords(r *evidence.Record) (title, proves, class string) {
 	switch r.Type {
 	case evidence.COP:
 		return "Posted", fmt.Sprintf("%s took your message for %s: the content with fingerprint %s, to be delivered or reported by %s. This is your proof of sending.",
-			r.Agent, r.Recipient, r.Content, evidence.FormatTime(r.Deadline)), ""
+			r.Agent, r.Recipient, shortHash(r.Content), evidence.FormatTime(r.Deadline)), ""
 	case evidence.NTF:
 		return "Recipient notified", fmt.Sprintf("%s handed the message-waiting mail for %s to their mail server. It carried the label and the commitment %s, not the content.",
-			r.Agent, r.Recipient, r.Commitment), ""
+			r.Agent, r.Recipient, shortHash(r.Commitment)), ""
 	case evidence.DLV:
 		return "Accepted", fmt.Sprintf("%s attests that %s authenticated (by %s) from %s and accepted the message. Only then was the content released.",
-			r.Agent, r.Recipient, r.Method, r.Client), "ok"
+			r.Agent, r.Recipient, r.Method, r.Client), "good"
 	case evidence.CODBasic, evidence.CODNSR, evidence.CODIP:
 		return "Signed for delivery", fmt.Sprintf("%s signed for the message with their own key: a certificate of delivery that does not rest on the agent's word.",
-			r.Recipient), "ok"
+			r.Recipient), "good"
 	case evidence.ROD:
 		return "Delivery reported", fmt.Sprintf("%s reports the delivery to %s, with the content fingerprint %s. With the acceptance, this proves delivery.",
-			r.Agent, r.Recipient, r.Content), "ok"
+			r.Agent, r.Recipient, shortHash(r.Content)), "good"
 	case evidence.REJ:
 		return "Refused", fmt.Sprintf("%s attests that %s refused the message (%s). Nothing of its content was released to them.",
 			r.Agent, r.Recipient, r.Reason), "bad"
 	case evidence.RET:
-		return "Retrieved", fmt.Sprintf("%s released the content to %s, to the address %s.", r.Agent, r.Recipient, r.Client), "ok"
+		return "Retrieved", fmt.Sprintf("%s released the content to %s, to the address %s.", r.Agent, r.Recipient, r.Client), "good"
 	case evidence.WRN:
 		return "Warned", fmt.Sprintf("%s had not accepted yet; %s warned you that the deadline %s was approaching.",
 			r.Recipient, r.Agent, evidence.FormatTime(r.Deadline)), ""
@@ -80,6 +80,9 @@ func stepWords(r *evidence.Record) (title, proves, class string) {
 	}
 	return string(r.Type), sentence(r.Describe()), ""
 }
+
+// shortHash is a hash as a person compares it at a glance; the page lists the whole one.
+func shortHash(h evidence.Hash) string { return h.String()[:len("sha256:")+12] + "…" }
 
 // stateWords is an item's state in a few words, for the list.
 func stateWords(it store.Item, now time.Time) (words, class string) {
