@@ -5,12 +5,12 @@
 // Every decision is the agent's: this package authenticates, decodes, renders and maps errors to
 // HTTP, and nothing else. It must never release content except through agent.Content (which
 // signs RET), never answer 201 before agent.Submit returned, and never log a pickup token, a
-// password, an Authorization header or a message body.
+// password, an Authorization header, a session cookie or a message body.
 //
 // Pages are server-rendered html/template with no JavaScript; every response carries a strict
 // Content-Security-Policy, and every state-changing form carries a CSRF token (csrf.go).
-// The sender's pages (sign-in, compose, list, timeline, printable certificate) are to be added
-// beside pickup.go as sender.go, reusing layout.html, render, csrfToken and the middleware here.
+// The sender's pages (sign-in, compose, list, timeline, printable certificate) are in sender*.go,
+// with a session cookie after sign-in (sender.go).
 package web
 
 import (
@@ -102,7 +102,20 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /pickup/{token}/message.eml", s.pickupMessage)
 	m.HandleFunc("GET /pickup/{token}/attachments/{n}", s.pickupAttachment)
 
-	// The sender's pages go here (sender.go, a later change).
+	// The sender's pages (sender*.go); after sign-in a session cookie is the credential.
+	s.loadSenderPages()
+	m.HandleFunc("GET /{$}", s.home)
+	m.HandleFunc("GET /login", s.loginPage)
+	m.HandleFunc("POST /login", s.login)
+	m.HandleFunc("POST /logout", s.logout)
+	m.HandleFunc("GET /messages", s.messagesPage)
+	m.HandleFunc("POST /messages", s.compose)
+	m.HandleFunc("GET /messages/new", s.composePage)
+	m.HandleFunc("GET /messages/{label}", s.messagePage)
+	m.HandleFunc("GET /messages/{label}/retract", s.retractPage)
+	m.HandleFunc("POST /messages/{label}/retract", s.retract)
+	m.HandleFunc("GET /messages/{label}/bundle", s.bundleDownload)
+	m.HandleFunc("GET /messages/{label}/certificate", s.certificate)
 
 	m.Handle("GET /static/", http.StripPrefix("/static/", staticFiles()))
 	m.HandleFunc("GET /healthz", s.healthz)
