@@ -140,8 +140,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if isAPI(r) {
 			s.problem(rec, r, http.StatusForbidden, "cross-origin", "a page on another site may not post to this agent")
 		} else {
-			s.notice(rec, r, http.StatusForbidden, "This form did not come from this site",
-				"Open the link in your e-mail again and use the buttons on that page.")
+			again := "Open the link in your e-mail again and use the buttons on that page."
+			if !strings.HasPrefix(r.URL.Path, "/pickup/") {
+				again = "Open " + s.cfg.PublicURL + " again and use the forms on its pages."
+			}
+			s.notice(rec, r, http.StatusForbidden, "This form did not come from this site", again)
 		}
 	} else {
 		s.mux.ServeHTTP(rec, r)

@@ -218,7 +218,7 @@ func printBanner(w io.Writer, cfg config.Config, vkey string, smtpAddr, httpsAdd
 	fmt.Fprintf(w, "  data directory   %s\n", dir)
 	fmt.Fprintf(w, "  agent key        %s\n", vkey)
 	fmt.Fprintf(w, "  SMTP submission  %s (STARTTLS, then AUTH PLAIN or LOGIN)\n", smtpAddr)
-	fmt.Fprintf(w, "  HTTPS            %s (API, pickup pages)\n", cfg.PublicURL)
+	fmt.Fprintf(w, "  HTTPS            %s (sign in to send and follow messages; API; pickup pages)\n", cfg.PublicURL)
 	fmt.Fprintf(w, "  listening on     %s\n", httpsAddr)
 	fmt.Fprintf(w, "  local CA         %s (trust it in your mail client and browser)\n", filepath.Join(dir, pki.CACertFile))
 	fmt.Fprintf(w, "  outbound mail    %s\n", outboundLine(cfg))
