@@ -162,9 +162,9 @@ type presigned struct {
 	sig  []byte
 }
 
-func (p presigned) Name() string                    { return p.name }
-func (p presigned) KeyHash() uint32                 { return p.hash }
-func (p presigned) Sign([]byte) ([]byte, error)   { return p.sig, nil }
+func (p presigned) Name() string                { return p.name }
+func (p presigned) KeyHash() uint32             { return p.hash }
+func (p presigned) Sign([]byte) ([]byte, error) { return p.sig, nil }
 
 // keyBoundBy reports whether a KEY record binds vkey to address from a time not after at: what
 // an arbiter requires of a user key that signed at that time (evidence.Bundle.Check).

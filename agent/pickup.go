@@ -233,7 +233,10 @@ func (a *Agent) checkCOD(ctx context.Context, it store.Item, raw []byte, now tim
 	}
 	// An arbiter accepts the signature only under a KEY record dated at or before it.
 	var bound bool
-	err = a.st.View(ctx, func(tx store.Tx) (err error) { bound, err = keyBoundBy(tx, it.Recipient, u.VerifierKey, r.Time); return err })
+	err = a.st.View(ctx, func(tx store.Tx) (err error) {
+		bound, err = keyBoundBy(tx, it.Recipient, u.VerifierKey, r.Time)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
