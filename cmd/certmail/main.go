@@ -49,6 +49,7 @@ func commands() []command {
 		// a stand-in that answers "not yet wired"; wiring verify replaces that file as a whole.
 		{"verify", "check an evidence bundle offline and print the verdict", runVerify},
 
+		{"pickup", "pick up a certified message: accept (signed with your key) or refuse", runPickup},
 		{"user", "add, list, disable, enable users or set their passwords", runUser},
 		{"version", "print the certmail version", runVersion},
 		{"help", "show the commands, or the usage of one command", runHelp},
@@ -59,7 +60,7 @@ func commands() []command {
 // `certmail serve` say "not yet" instead of "unknown"; a command leaves this list when its row
 // joins the table.
 func plannedCommands() []string {
-	return []string{"send", "status", "pickup", "peer", "log", "bench"}
+	return []string{"send", "status", "peer", "log", "bench"}
 }
 
 func main() {
