@@ -40,8 +40,8 @@ func submitAPI(t *testing.T, p *agentProc, mx *sink, to, text, password string) 
 }
 
 // senderVerdict downloads the sender's bundle of label and runs `certmail verify` on it with
-// the agent's key pinned.
-func senderVerdict(t *testing.T, p *agentProc, label string) (int, string) {
+// the agent's key pinned, and any more arguments.
+func senderVerdict(t *testing.T, p *agentProc, label string, args ...string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "https://localhost/api/v1/messages/"+label+"/bundle", nil)
 	req.SetBasicAuth("alice@localhost", "correct horse battery")
@@ -57,7 +57,7 @@ func senderVerdict(t *testing.T, p *agentProc, label string) (int, string) {
 	bf := filepath.Join(t.TempDir(), label+".bundle")
 	os.WriteFile(bf, bundle, 0o600)
 	vkey, _ := os.ReadFile(filepath.Join(p.dir, "data", "agent.pub"))
-	code, verdict, _ := verify(t, bf, "--key", strings.TrimSpace(string(vkey)))
+	code, verdict, _ := verify(t, append([]string{bf, "--key", strings.TrimSpace(string(vkey))}, args...)...)
 	return code, verdict
 }
 
