@@ -166,7 +166,7 @@ func (s *sink) waitNth(t *testing.T, to string, re *regexp.Regexp, n int) []byte
 // (chromedp.Clear empties the value attribute, not what was typed.)
 func clearField(id string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		ok, err := chromedp.Evaluate[bool](`(() => { const f = document.getElementById(` + strconv.Quote(id) + `); f.value = ""; return f.value === ""; })()`)(ctx, t)
+		ok, err := chromedp.Evaluate[bool](`(() => { const f = document.getElementById(`+strconv.Quote(id)+`); f.value = ""; return f.value === ""; })()`)(ctx, t)
 		if err == nil && !ok {
 			err = errors.New("the field keeps its value")
 		}
