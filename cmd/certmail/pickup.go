@@ -160,24 +160,34 @@ func readUserKey(path string) (*userKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
 	}
+	k, err := parseUserKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %s %v", path, err)
+	}
+	k.path = path
+	return k, nil
+}
+
+// parseUserKey reads a note private key (PRIVATE+KEY+name+hash+base64(0x01 || seed), one line)
+// and derives its verifier key, which the note package has no call for.
+func parseUserKey(b []byte) (*userKey, error) {
 	skey := strings.TrimSpace(string(b))
 	signer, err := note.NewSigner(skey)
 	if err != nil {
-		return nil, fmt.Errorf("--key: %s is not a private key of 'certmail keygen -user ADDRESS' (%v)", path, err)
+		return nil, fmt.Errorf("is not a private key of 'certmail keygen -user ADDRESS' (%v)", err)
 	}
-	// PRIVATE+KEY+name+hash+base64(0x01 || seed): note has no call from a signer to its verifier.
 	raw, err := base64.StdEncoding.DecodeString(strings.SplitN(skey, "+", 5)[4])
 	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
-		return nil, fmt.Errorf("--key: %s is not an Ed25519 key", path)
+		return nil, errors.New("is not an Ed25519 key")
 	}
 	vkey, err := note.NewEd25519VerifierKey(signer.Name(), ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey))
 	if err != nil {
-		return nil, fmt.Errorf("--key: %v", err)
+		return nil, err
 	}
 	if v, err := note.NewVerifier(vkey); err != nil || v.KeyHash() != signer.KeyHash() {
-		return nil, fmt.Errorf("--key: %s is damaged: its key hash does not match the key", path)
+		return nil, errors.New("is damaged: its key hash does not match the key")
 	}
-	return &userKey{path: path, signer: signer, verifier: vkey}, nil
+	return &userKey{signer: signer, verifier: vkey}, nil
 }
 
 // pickupClient trusts the system's roots and, with caFile, a local agent's CA.
