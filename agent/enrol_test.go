@@ -196,6 +196,23 @@ func TestCODTextPerMode(t *testing.T) {
 	}
 }
 
+// A recipient whose account the administrator disabled cannot enrol a key through a link.
+func TestEnrolmentRefusedForADisabledAccount(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.submit(t, agent.Submission{})
+	w.deliverQueue(t)
+	tok := w.mails.token(t, bob)
+	if err := w.st.Update(ctx, func(tx store.Tx) error {
+		return tx.PutUser(store.User{Address: bob, Disabled: true, Created: t0})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.a.EnrolKey(ctx, tok, "", vkeyOf(t, bob, browserKey(6))); agent.KindOf(err) != agent.KindForbidden {
+		t.Fatalf("enrolment for a disabled account: %v", err)
+	}
+}
+
 func TestCODNoteRefusesMalformedSignatures(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()

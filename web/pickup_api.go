@@ -287,6 +287,19 @@ func (s *Server) apiPickupRefuse(w http.ResponseWriter, r *http.Request) {
 // apiPickupMessage is GET /api/v1/pickup/{token}/message.eml: M, byte for byte, once accepted.
 func (s *Server) apiPickupMessage(w http.ResponseWriter, r *http.Request) {
 	tok := r.PathValue("token")
+	if r.Method == http.MethodHead {
+		// A HEAD releases nothing, so it is no retrieval and must not be signed as one.
+		v, err := s.ag.Pickup(r.Context(), tok)
+		switch {
+		case err != nil:
+			s.pickupAPIError(w, r, tok, err)
+		case v.State != store.StateDelivered:
+			s.problem(w, r, http.StatusForbidden, "forbidden", "the content is released only after you accept the message")
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
+		return
+	}
 	m, v, err := s.ag.Content(r.Context(), tok, clientIP(r))
 	if err != nil {
 		s.pickupAPIError(w, r, tok, err)

@@ -96,8 +96,11 @@ func TestPickupAPISignedAcceptance(t *testing.T) {
 		v.State != "notified" || !v.NeedPassword || v.Hint != "the usual" || v.CSRF == "" || v.Content != "" || v.MessageURL != "" {
 		t.Fatalf("view %+v", v)
 	}
-	if r := p.w.get(t, p.base+"/message.eml"); r.status != http.StatusForbidden || bytes.Contains(r.body, []byte("Signed copy")) {
-		t.Fatalf("content before acceptance: %s", r)
+	for _, method := range []string{"GET", "HEAD"} {
+		req, _ := http.NewRequest(method, p.base+"/message.eml", nil)
+		if r := w.do(t, req); r.status != http.StatusForbidden || bytes.Contains(r.body, []byte("Signed copy")) {
+			t.Fatalf("%s content before acceptance: %s", method, r)
+		}
 	}
 
 	k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, 32))
@@ -161,6 +164,13 @@ func TestPickupAPISignedAcceptance(t *testing.T) {
 		t.Fatalf("after acceptance: %+v", st)
 	}
 
+	head, _ := http.NewRequest("HEAD", d.MessageURL, nil)
+	if r := w.do(t, head); r.status != 200 {
+		t.Fatalf("HEAD message.eml: %s", r)
+	}
+	if st := w.status(t, label); st.Retrievals != 0 {
+		t.Fatalf("a HEAD was recorded as a retrieval: %+v", st)
+	}
 	eml := w.get(t, d.MessageURL)
 	if eml.status != 200 || !bytes.Contains(eml.body, []byte("Signed copy attached.")) || eml.header.Get("Certmail-Label") != label {
 		t.Fatalf("message.eml: %s", eml)
