@@ -131,7 +131,7 @@ func (a *Agent) decidable(ctx context.Context, tok, pw string, now time.Time) (s
 }
 
 // Accept records the recipient's acceptance: its own COD when it signs with a registered key,
-// else the agent's DLV (seed 001 §4.4 step 6), then the ROD and the delivery receipt to the
+// and the agent's DLV (seed 001 §4.4 step 6), then the ROD and the delivery receipt to the
 // sender (step 8–9), in one transaction. Only after it returns may the content be released.
 func (a *Agent) Accept(ctx context.Context, tok string, acc Acceptance) (PickupView, error) {
 	now := evidence.CanonicalTime(a.now())
@@ -153,23 +153,24 @@ func (a *Agent) Accept(ctx context.Context, tok string, acc Acceptance) (PickupV
 		if v := viewOf(cur, now); v.Why != "" {
 			return refuse(KindGone, "%s", v.Why) // decided meanwhile
 		}
+		// DESIGN.md §2: the recipient's COD when it signs, and the agent's DLV (how, when, from
+		// where it authenticated) always.
 		if cod != nil {
 			if _, err := tx.AddEvidence(it.Label, cod); err != nil {
 				return err
 			}
-		} else {
-			method := "link"
-			if it.PasswordHash != "" {
-				method = "password"
-			}
-			client := acc.Client
-			if client == "" {
-				client = "unknown"
-			}
-			if _, err := a.sign(tx, &evidence.Record{Type: evidence.DLV, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
-				Recipient: it.Recipient, Content: it.Content, Method: method, Client: client, Time: now}); err != nil {
-				return err
-			}
+		}
+		method := "link"
+		if it.PasswordHash != "" {
+			method = "password"
+		}
+		client := acc.Client
+		if client == "" {
+			client = "unknown"
+		}
+		if _, err := a.sign(tx, &evidence.Record{Type: evidence.DLV, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
+			Recipient: it.Recipient, Content: it.Content, Method: method, Client: client, Time: now}); err != nil {
+			return err
 		}
 		rod, err := a.sign(tx, &evidence.Record{Type: evidence.ROD, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
 			Origin: a.Name(), Recipient: it.Recipient, Content: it.Content, Time: now})
@@ -202,7 +203,7 @@ func (a *Agent) checkCOD(ctx context.Context, it store.Item, raw []byte, now tim
 		return nil, refuse(KindInvalid, "certificate of delivery: %v", err)
 	}
 	r := n.Record
-	want := map[evidence.Protocol]evidence.Type{evidence.CEM: evidence.CODBasic, evidence.CEMNSR: evidence.CODNSR, evidence.CEMIP: evidence.CODIP}[it.Protocol]
+	want := codType(it.Protocol)
 	switch {
 	case r.Type != want:
 		return nil, refuse(KindInvalid, "certificate of delivery: a %s, but mode %s needs a %s", r.Type, it.Protocol, want)
@@ -210,8 +211,10 @@ func (a *Agent) checkCOD(ctx context.Context, it store.Item, raw []byte, now tim
 		return nil, refuse(KindInvalid, "certificate of delivery: it names another label, agent or recipient")
 	case want == evidence.CODBasic && r.Content != it.Content, want == evidence.CODIP && r.Commitment != it.Commitment:
 		return nil, refuse(KindInvalid, "certificate of delivery: it names another content")
-	case r.Time.After(now.Add(5 * time.Minute)):
-		return nil, refuse(KindInvalid, "certificate of delivery: dated in the future (%s)", evidence.FormatTime(r.Time))
+	case r.Time.After(now):
+		// The ROD signed now must not predate the acceptance it reports; CODText gives the
+		// agent's own time to sign.
+		return nil, refuse(KindInvalid, "certificate of delivery: dated %s, after the agent's clock (%s): sign the text the agent gives", evidence.FormatTime(r.Time), evidence.FormatTime(now))
 	}
 	var u store.User
 	err = a.st.View(ctx, func(tx store.Tx) (err error) { u, err = tx.User(it.Recipient); return err })
@@ -227,6 +230,18 @@ func (a *Agent) checkCOD(ctx context.Context, it store.Item, raw []byte, now tim
 	}
 	if err := n.Verify(keys); err != nil {
 		return nil, refuse(KindForbidden, "certificate of delivery: %v", err)
+	}
+	// An arbiter accepts the signature only under a KEY record dated at or before it.
+	var bound bool
+	err = a.st.View(ctx, func(tx store.Tx) (err error) {
+		bound, err = keyBoundBy(tx, it.Recipient, u.VerifierKey, r.Time)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !bound {
+		return nil, refuse(KindInvalid, "certificate of delivery: dated %s, before the key that signed it was registered: fetch the text to sign again", evidence.FormatTime(r.Time))
 	}
 	return n, nil
 }

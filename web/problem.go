@@ -34,6 +34,7 @@ var problemTitles = map[string]string{
 	"disabled":     "Account disabled",
 	"rate-limited": "Too many failed logins",
 	"cross-origin": "Cross-origin request refused",
+	"csrf":         "Form token missing or wrong",
 	"json":         "Malformed JSON submission",
 	"field":        "Invalid submission field",
 	"media-type":   "Unsupported media type",

@@ -1,16 +1,19 @@
 // Package web is the HTTP face of the delivery agent (DESIGN.md §7): the JSON API senders and
-// programs submit and follow their messages with, the pickup pages where a recipient accepts or
-// refuses a certified message and then reads it, and /healthz and /metrics for operators.
+// programs submit and follow their messages with, the pickup pages (and their API, for programs
+// and the pages' script) where a recipient accepts or refuses a certified message and then
+// reads it, and /healthz and /metrics for operators.
 //
 // Every decision is the agent's: this package authenticates, decodes, renders and maps errors to
 // HTTP, and nothing else. It must never release content except through agent.Content (which
 // signs RET), never answer 201 before agent.Submit returned, and never log a pickup token, a
 // password, an Authorization header, a session cookie or a message body.
 //
-// Pages are server-rendered html/template with no JavaScript; every response carries a strict
-// Content-Security-Policy, and every state-changing form carries a CSRF token (csrf.go).
-// The sender's pages (sign-in, compose, list, timeline, printable certificate) are in sender*.go,
-// with a session cookie after sign-in (sender.go).
+// Pages are server-rendered html/template and work without JavaScript; the one script,
+// static/pickup.js, only adds signing in the browser to the pickup page (no inline script: the
+// policy allows same-origin scripts only). Every response carries a strict
+// Content-Security-Policy, and every state-changing form and pickup API request carries a CSRF
+// token. The sender's pages (sign-in, compose, list, timeline, printable certificate) are in
+// sender*.go, with a session cookie after sign-in (sender.go).
 package web
 
 import (
@@ -93,6 +96,13 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/messages/{label}", s.apiStatus)
 	m.HandleFunc("GET /api/v1/messages/{label}/bundle", s.apiBundle)
 	m.HandleFunc("POST /api/v1/messages/{label}/retract", s.apiRetract)
+	// The pickup API (pickup_api.go): the pickup pages for programs and the pages' script.
+	m.HandleFunc("GET /api/v1/pickup/{token}", s.apiPickup)
+	m.HandleFunc("POST /api/v1/pickup/{token}/key", s.apiPickupKey)
+	m.HandleFunc("GET /api/v1/pickup/{token}/cod", s.apiPickupCOD)
+	m.HandleFunc("POST /api/v1/pickup/{token}/accept", s.apiPickupAccept)
+	m.HandleFunc("POST /api/v1/pickup/{token}/refuse", s.apiPickupRefuse)
+	m.HandleFunc("GET /api/v1/pickup/{token}/message.eml", s.apiPickupMessage)
 	m.HandleFunc("/api/", s.apiNotFound)
 
 	// The recipient's pickup pages (pickup.go); the token in the path is the credential.
@@ -168,7 +178,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "http", attrs...)
 }
 
-// pageCSP allows the agent's own stylesheet and forms, and nothing else: no script, no frames.
+// pageCSP allows the agent's own stylesheet, scripts, forms and API, and nothing else: no
+// inline script, no frames.
 const pageCSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
 // downloadCSP is for files from a message: whatever they are, a browser runs nothing of them.
@@ -211,15 +222,18 @@ func note(w http.ResponseWriter, problem string) {
 
 // logPath is the request path as it may be logged: a pickup token becomes a prefix of its hash.
 func logPath(p string) string {
-	rest, ok := strings.CutPrefix(p, "/pickup/")
-	if !ok {
-		return p
+	for _, prefix := range []string{"/pickup/", "/api/v1/pickup/"} {
+		rest, ok := strings.CutPrefix(p, prefix)
+		if !ok {
+			continue
+		}
+		tok, tail, _ := strings.Cut(rest, "/")
+		if tail != "" {
+			tail = "/" + tail
+		}
+		return prefix + tokenRef(tok) + tail
 	}
-	tok, tail, _ := strings.Cut(rest, "/")
-	if tail != "" {
-		tail = "/" + tail
-	}
-	return "/pickup/" + tokenRef(tok) + tail
+	return p
 }
 
 // tokenRef names a pickup token in logs without revealing it: the first 12 hex digits of the hash

@@ -49,6 +49,7 @@ func commands() []command {
 		{"status", "show a sent message's timeline; fetch its bundle; retract it", runStatus},
 		{"verify", "check an evidence bundle offline and print the verdict", runVerify},
 
+		{"pickup", "pick up a certified message: accept (signed with your key) or refuse", runPickup},
 		{"user", "add, list, disable, enable users or set their passwords", runUser},
 		{"peer", "add, list or remove the peer agents this agent trusts", runPeer},
 		{"version", "print the certmail version", runVersion},
@@ -60,7 +61,7 @@ func commands() []command {
 // `certmail serve` say "not yet" instead of "unknown"; a command leaves this list when its row
 // joins the table.
 func plannedCommands() []string {
-	return []string{"pickup", "log", "bench"}
+	return []string{"log", "bench"}
 }
 
 func main() {

@@ -1,0 +1,327 @@
+package web
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+
+	"certmail/agent"
+	"certmail/evidence"
+	"certmail/store"
+)
+
+// The pickup API is the pickup pages for programs: `certmail pickup` and the pickup page's own
+// script. The token in the path is the credential, as on the pages; every POST carries the CSRF
+// token the view gives (the same as the page's forms), and the message password when one is set.
+//
+//	GET  /api/v1/pickup/{token}              the view: who, what label and commitment, by when
+//	POST /api/v1/pickup/{token}/key          enrol the recipient's key (agent.EnrolKey)
+//	GET  /api/v1/pickup/{token}/cod          the certificate of delivery to sign (agent.CODText)
+//	POST /api/v1/pickup/{token}/accept       accept: signed COD, or the agent's attestation alone
+//	POST /api/v1/pickup/{token}/refuse       refuse
+//	GET  /api/v1/pickup/{token}/message.eml  M, once accepted (RET)
+
+// pickupDoc is the view of GET /api/v1/pickup/{token}. Never the content, nor H(M) except under
+// cem, whose notification carries M itself.
+type pickupDoc struct {
+	Label        string `json:"label"`
+	Mode         string `json:"mode"`
+	Sender       string `json:"sender"`
+	Recipient    string `json:"recipient"`
+	KeyName      string `json:"key_name"` // the name a recipient key must have (evidence.KeyName)
+	Commitment   string `json:"commitment"`
+	Content      string `json:"content,omitempty"`
+	Deadline     string `json:"deadline"`
+	State        string `json:"state"`
+	Closed       string `json:"closed,omitempty"` // why it can no longer be decided
+	NeedPassword bool   `json:"need_password"`
+	Hint         string `json:"hint,omitempty"`
+	Size         int64  `json:"size"`
+	CSRF         string `json:"csrf"`
+	MessageURL   string `json:"message_url,omitempty"` // once accepted
+}
+
+// pickupRequest is the body of every POST of the pickup API; each route reads the fields it
+// needs and refuses the others.
+type pickupRequest struct {
+	CSRF     string `json:"csrf"`
+	Password string `json:"password,omitempty"`
+	// key: the recipient's key, as a signed-note verifier key (certmail keygen's .pub) or as a
+	// raw Ed25519 public key, base64 (WebCrypto's exportKey "raw").
+	VerifierKey string `json:"verifier_key,omitempty"`
+	PublicKey   []byte `json:"public_key,omitempty"`
+	// accept: the signed certificate of delivery as a whole note, or its text (from /cod) and the
+	// raw Ed25519 signature of that text, base64.
+	COD       string `json:"cod,omitempty"`
+	CODText   string `json:"cod_text,omitempty"`
+	Signature []byte `json:"signature,omitempty"`
+}
+
+// decodePickupRequest reads a pickup POST body strictly: one JSON object of known fields.
+func decodePickupRequest(body []byte) (pickupRequest, error) {
+	var p pickupRequest
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&p); err != nil {
+		return pickupRequest{}, fmt.Errorf("the body is not a pickup request: %v", err)
+	}
+	if _, err := d.Token(); !errors.Is(err, io.EOF) {
+		return pickupRequest{}, errors.New("the body holds more than one JSON value")
+	}
+	// An empty key or signature is an absent one.
+	if len(p.PublicKey) == 0 {
+		p.PublicKey = nil
+	}
+	if len(p.Signature) == 0 {
+		p.Signature = nil
+	}
+	return p, nil
+}
+
+func (s *Server) pickupDoc(tok string, v agent.PickupView) pickupDoc {
+	d := pickupDoc{Label: v.Label.String(), Mode: string(v.Protocol), Sender: v.Sender, Recipient: v.Recipient,
+		Commitment: v.Commitment.String(), Deadline: evidence.FormatTime(v.Deadline), State: string(v.State),
+		Closed: v.Why, NeedPassword: v.NeedPassword, Hint: v.Hint, Size: v.Size, CSRF: s.csrfToken(pickupScope(tok))}
+	d.KeyName, _ = evidence.KeyName(v.Recipient)
+	if v.Protocol == evidence.CEM {
+		d.Content = v.Content.String()
+	}
+	if v.State == store.StateDelivered {
+		d.MessageURL = s.cfg.PublicURL + "/api/v1/pickup/" + tok + "/message.eml"
+	}
+	return d
+}
+
+// apiPickup is GET /api/v1/pickup/{token}.
+func (s *Server) apiPickup(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	v, err := s.ag.Pickup(r.Context(), tok)
+	if err != nil {
+		s.pickupAPIError(w, r, tok, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.pickupDoc(tok, v))
+}
+
+// pickupPost reads and checks a pickup POST: JSON, well formed, with the view's CSRF token. It
+// answers the refusal itself when it returns false.
+func (s *Server) pickupPost(w http.ResponseWriter, r *http.Request, tok string) (pickupRequest, bool) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		w.Header().Set("Accept-Post", "application/json")
+		s.problem(w, r, http.StatusUnsupportedMediaType, "media-type", "send the request as Content-Type: application/json")
+		return pickupRequest{}, false
+	}
+	body, err := readBody(w, r, maxForm)
+	if err != nil {
+		s.apiError(w, r, err)
+		return pickupRequest{}, false
+	}
+	p, err := decodePickupRequest(body)
+	if err != nil {
+		s.problem(w, r, http.StatusBadRequest, "json", err.Error())
+		return pickupRequest{}, false
+	}
+	if !hmac.Equal([]byte(p.CSRF), []byte(s.csrfToken(pickupScope(tok)))) {
+		s.problem(w, r, http.StatusForbidden, "csrf", "the csrf field must be the one GET /api/v1/pickup/{token} gives")
+		return pickupRequest{}, false
+	}
+	return p, true
+}
+
+// enrolDoc answers POST /api/v1/pickup/{token}/key.
+type enrolDoc struct {
+	Address   string `json:"address"`
+	Key       string `json:"key"`
+	New       bool   `json:"new"`                  // false: this key was registered already
+	KeyRecord string `json:"key_record,omitempty"` // the KEY record signed now
+}
+
+// apiPickupKey is POST /api/v1/pickup/{token}/key: the recipient enrols the key it will sign
+// its certificate of delivery with (agent.EnrolKey says on what ground).
+func (s *Server) apiPickupKey(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	p, ok := s.pickupPost(w, r, tok)
+	if !ok {
+		return
+	}
+	if p.COD != "" || p.CODText != "" || p.Signature != nil {
+		s.problem(w, r, http.StatusBadRequest, "field", "enrolment takes csrf, password and verifier_key or public_key; accept with /accept")
+		return
+	}
+	vkey := p.VerifierKey
+	switch {
+	case (vkey == "") == (p.PublicKey == nil):
+		s.problem(w, r, http.StatusBadRequest, "field", "give the key as verifier_key or as public_key, exactly one")
+		return
+	case vkey == "":
+		v, err := s.ag.Pickup(r.Context(), tok)
+		if err != nil {
+			s.pickupAPIError(w, r, tok, err)
+			return
+		}
+		if vkey, err = agent.VerifierKeyFor(v.Recipient, p.PublicKey); err != nil {
+			s.pickupAPIError(w, r, tok, err)
+			return
+		}
+	}
+	e, err := s.ag.EnrolKey(r.Context(), tok, p.Password, vkey)
+	if err != nil {
+		s.pickupAPIError(w, r, tok, err)
+		return
+	}
+	d := enrolDoc{Address: e.Address, Key: e.Key, New: e.New}
+	status := http.StatusOK
+	if e.New {
+		d.KeyRecord, status = string(e.Record.Bytes()), http.StatusCreated
+	}
+	writeJSON(w, status, d)
+}
+
+// codDoc answers GET /api/v1/pickup/{token}/cod.
+type codDoc struct {
+	Type   string `json:"type"`
+	Signer string `json:"signer"` // the key name whose signature the agent accepts
+	Text   string `json:"text"`   // sign exactly these bytes (UTF-8), as the note's text
+}
+
+// apiPickupCOD is GET /api/v1/pickup/{token}/cod.
+func (s *Server) apiPickupCOD(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	text, err := s.ag.CODText(r.Context(), tok)
+	if err != nil {
+		s.pickupAPIError(w, r, tok, err)
+		return
+	}
+	rec, err := evidence.ParseRecord(text)
+	if err != nil {
+		s.apiError(w, r, fmt.Errorf("web: the agent's COD text does not parse: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, codDoc{Type: string(rec.Type), Signer: rec.SignerNames()[0], Text: string(text)})
+}
+
+// decisionDoc answers an acceptance or refusal: the item's new state and the evidence it gave.
+type decisionDoc struct {
+	Label       string   `json:"label"`
+	State       string   `json:"state"`
+	Recorded    []string `json:"recorded"`              // evidence types signed by this decision
+	Attestation string   `json:"attestation,omitempty"` // recipient-signed or agent-attested
+	MessageURL  string   `json:"message_url,omitempty"`
+}
+
+// apiPickupAccept is POST /api/v1/pickup/{token}/accept. With a certificate of delivery (a whole
+// note, or a text and its raw signature) the recipient's own signature is recorded beside the
+// agent's DLV; without, the DLV alone. Only then may message.eml be fetched.
+func (s *Server) apiPickupAccept(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	p, ok := s.pickupPost(w, r, tok)
+	if !ok {
+		return
+	}
+	if p.VerifierKey != "" || p.PublicKey != nil {
+		s.problem(w, r, http.StatusBadRequest, "field", "enrol a key with /key before accepting")
+		return
+	}
+	var cod []byte
+	switch {
+	case p.COD != "" && (p.CODText != "" || p.Signature != nil):
+		s.problem(w, r, http.StatusBadRequest, "field", "give cod, or cod_text and signature, not both")
+		return
+	case p.COD != "":
+		cod = []byte(p.COD)
+	case (p.CODText == "") != (p.Signature == nil):
+		s.problem(w, r, http.StatusBadRequest, "field", "cod_text and signature go together")
+		return
+	case p.CODText != "":
+		var err error
+		if cod, err = s.ag.CODNote(r.Context(), tok, []byte(p.CODText), p.Signature); err != nil {
+			s.pickupAPIError(w, r, tok, err)
+			return
+		}
+	}
+	v, err := s.ag.Accept(r.Context(), tok, agent.Acceptance{Password: p.Password, Client: clientIP(r), COD: cod})
+	if err != nil {
+		s.pickupAPIError(w, r, tok, err)
+		return
+	}
+	s.metrics.acceptances.Add(1)
+	d := decisionDoc{Label: v.Label.String(), State: string(v.State), Attestation: string(evidence.AgentAttested),
+		MessageURL: s.cfg.PublicURL + "/api/v1/pickup/" + tok + "/message.eml"}
+	if cod != nil {
+		n, _ := evidence.ParseNote(cod) // Accept parsed it
+		d.Recorded, d.Attestation = append(d.Recorded, string(n.Record.Type)), string(evidence.RecipientSigned)
+	}
+	d.Recorded = append(d.Recorded, string(evidence.DLV), string(evidence.ROD))
+	writeJSON(w, http.StatusOK, d)
+}
+
+// apiPickupRefuse is POST /api/v1/pickup/{token}/refuse.
+func (s *Server) apiPickupRefuse(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	p, ok := s.pickupPost(w, r, tok)
+	if !ok {
+		return
+	}
+	if p.VerifierKey != "" || p.PublicKey != nil || p.COD != "" || p.CODText != "" || p.Signature != nil {
+		s.problem(w, r, http.StatusBadRequest, "field", "a refusal takes csrf and password only")
+		return
+	}
+	if err := s.ag.Refuse(r.Context(), tok, p.Password); err != nil {
+		s.pickupAPIError(w, r, tok, err)
+		return
+	}
+	s.metrics.refusals.Add(1)
+	v, err := s.ag.Pickup(r.Context(), tok)
+	if err != nil {
+		s.pickupAPIError(w, r, tok, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, decisionDoc{Label: v.Label.String(), State: string(v.State), Recorded: []string{string(evidence.REJ)}})
+}
+
+// apiPickupMessage is GET /api/v1/pickup/{token}/message.eml: M, byte for byte, once accepted.
+func (s *Server) apiPickupMessage(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	if r.Method == http.MethodHead {
+		// A HEAD releases nothing, so it is no retrieval and must not be signed as one.
+		v, err := s.ag.Pickup(r.Context(), tok)
+		switch {
+		case err != nil:
+			s.pickupAPIError(w, r, tok, err)
+		case v.State != store.StateDelivered:
+			s.problem(w, r, http.StatusForbidden, "forbidden", "the content is released only after you accept the message")
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
+		return
+	}
+	m, v, err := s.ag.Content(r.Context(), tok, clientIP(r))
+	if err != nil {
+		s.pickupAPIError(w, r, tok, err)
+		return
+	}
+	s.metrics.retrievals.Add(1)
+	w.Header().Set("Certmail-Label", v.Label.String())
+	download(w, "message/rfc822", v.Label.String()+".eml", m)
+}
+
+// pickupAPIError is apiError for the pickup routes: the agent's own limit on wrong passwords is
+// 429, not a failure of the agent, and the log names the token only by its hash.
+func (s *Server) pickupAPIError(w http.ResponseWriter, r *http.Request, tok string, err error) {
+	var ae *agent.Error
+	if errors.As(err, &ae) && ae.Kind == agent.KindUnavailable {
+		s.problem(w, r, http.StatusTooManyRequests, "rate-limited", ae.Message)
+		return
+	}
+	if ae == nil {
+		s.log.Error("web: pickup API failed", "route", r.Pattern, "token", tokenRef(tok), "err", err)
+		s.problem(w, r, http.StatusServiceUnavailable, "unavailable", "the agent cannot do this right now; nothing was changed: try again in a minute")
+		return
+	}
+	s.apiError(w, r, err)
+}
