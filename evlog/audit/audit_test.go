@@ -322,7 +322,7 @@ func TestLogStateRoundTrip(t *testing.T) {
 	t.Parallel()
 	dir, key := grownLog(t)
 	cp := mustCheckpointAt(t, dir, key, 300)
-	s := &audit.State{Log: "https://agent.example/log/", Key: key, Checkpoint: cp}
+	s := &audit.State{Agent: "https://agent.example", Log: "https://agent.example/log/", Key: key, Checkpoint: cp}
 	file := filepath.Join(t.TempDir(), "monitor.state")
 	if err := s.Save(file); err != nil {
 		t.Fatal(err)

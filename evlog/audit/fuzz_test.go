@@ -96,7 +96,7 @@ func FuzzParseState(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if fork, err := audit.ParseFork(data); err == nil {
 			// Make a state of the fork's first checkpoint: a seed that parses.
-			data = (&audit.State{Log: "https://localhost/log/", Key: fork.Key, Checkpoint: fork.Old}).Encode()
+			data = (&audit.State{Agent: "https://localhost", Log: "https://localhost/log/", Key: fork.Key, Checkpoint: fork.Old}).Encode()
 		}
 		s, err := audit.ParseState(data)
 		if err != nil {

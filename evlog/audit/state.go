@@ -14,15 +14,17 @@ import (
 // StateVersion is the first line of a monitor's state file.
 const StateVersion = "certmail-log-monitor/1"
 
-// State is what a monitor remembers of one log between runs: where the log is, the agent's key
-// it pinned on first contact, and the last checkpoint it proved consistent.
+// State is what a monitor remembers of one log between runs: the agent and where its log is, the
+// agent's key it pinned on first contact, and the last checkpoint it proved consistent.
 //
 //	certmail-log-monitor/1
+//	agent <the agent's URL>
 //	log <the log's URL>
 //	key <the agent's verifier key>
 //	checkpoint <n>\n<n bytes: the signed checkpoint>\n
 //	end
 type State struct {
+	Agent      string
 	Log        string
 	Key        string
 	Checkpoint *Checkpoint
@@ -32,6 +34,7 @@ type State struct {
 func (s *State) Encode() []byte {
 	var w textWriter
 	w.WriteString(StateVersion + "\n")
+	w.line("agent", s.Agent)
 	w.line("log", s.Log)
 	w.line("key", s.Key)
 	w.block("checkpoint", s.Checkpoint.Note)
@@ -48,11 +51,16 @@ func ParseState(data []byte) (*State, error) {
 		return nil, r.errorf("not a certmail monitor state (want first line %s)", StateVersion)
 	}
 	s := &State{}
-	if s.Log, err = r.line("log"); err != nil {
-		return nil, err
-	}
-	if u, err := url.Parse(s.Log); err != nil || u.String() != s.Log || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, r.errorf("log %q: want an http or https URL", s.Log)
+	for _, f := range []struct {
+		key string
+		v   *string
+	}{{"agent", &s.Agent}, {"log", &s.Log}} {
+		if *f.v, err = r.line(f.key); err != nil {
+			return nil, err
+		}
+		if u, err := url.Parse(*f.v); err != nil || u.String() != *f.v || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, r.errorf("%s %q: want an http or https URL", f.key, *f.v)
+		}
 	}
 	if s.Key, err = r.line("key"); err != nil {
 		return nil, err
