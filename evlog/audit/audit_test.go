@@ -350,3 +350,26 @@ func TestLogHTTPSourceRefusesBadURLs(t *testing.T) {
 		}
 	}
 }
+
+// A new log's checkpoint is the empty tree's: fsck finds nothing to blame, and the monitor
+// follows it to the first entries.
+func TestLogEmpty(t *testing.T) {
+	t.Parallel()
+	agent := audittest.NewIdentity(t, agentName, 1)
+	dir := t.TempDir()
+	l := audittest.NewLog(t, dir, agent)
+	l.WaitExists(t, audit.CheckpointPath)
+	empty, err := audit.ReadCheckpoint(context.Background(), audit.Dir(dir), agent.Verifier)
+	if err != nil || empty.Size != 0 {
+		t.Fatalf("%v %+v", err, empty)
+	}
+	r, err := audit.Fsck(context.Background(), audit.Dir(dir), agent.Verifier)
+	if err != nil || len(r.Problems) != 0 || r.Entries != 0 {
+		t.Fatalf("fsck of the empty log: %v %+v", err, r)
+	}
+	l.Add(t, audittest.Leaves("first", 2)...)
+	latest, fork, err := audit.Follow(context.Background(), audit.Dir(dir), agent.Verifier, empty)
+	if err != nil || fork != nil || latest.Size != 2 {
+		t.Fatalf("follow from the empty tree: %v %v %+v", err, fork, latest)
+	}
+}

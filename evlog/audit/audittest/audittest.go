@@ -131,13 +131,24 @@ func (l *Log) Checkpoint(t testing.TB) []byte {
 // WaitGone waits until the log's garbage collector removed the file at path.
 func (l *Log) WaitGone(t testing.TB, path string) {
 	t.Helper()
+	l.wait(t, path, false)
+}
+
+// WaitExists waits until the log wrote the file at path.
+func (l *Log) WaitExists(t testing.TB, path string) {
+	t.Helper()
+	l.wait(t, path, true)
+}
+
+func (l *Log) wait(t testing.TB, path string, exists bool) {
+	t.Helper()
 	for range 600 {
-		if _, err := os.Stat(filepath.Join(l.Dir, path)); os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(l.Dir, path)); (err == nil) == exists {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s is still there", path)
+	t.Fatalf("%s: still not in the state wanted (exists: %v) after 30 s", path, exists)
 }
 
 // Leaves returns n distinct leaves named prefix-0, prefix-1, ...
