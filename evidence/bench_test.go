@@ -77,3 +77,24 @@ func BenchmarkParseAndCheckBundle(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParseAndCheckLoggedBundle is BenchmarkParseAndCheckBundle with the log checkpoint
+// and an inclusion proof for each of the six notes: one more signature and six proofs.
+func BenchmarkParseAndCheckLoggedBundle(b *testing.B) {
+	f := newFixture(b)
+	bu, _ := loggedBundle(b, f)
+	enc, err := bu.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		bu, err := evidence.ParseBundle(enc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := bu.Check(nil)
+		if len(c.Verdict.Problems) != 0 || len(c.Verdict.Facts) != 1 {
+			b.Fatal(c.Verdict.Problems)
+		}
+	}
+}

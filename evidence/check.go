@@ -93,9 +93,13 @@ func (b *Bundle) Check(pinned *Keys) *Checked {
 		}
 		c.OK[i] = true
 	}
-	if len(b.Proofs) == 0 {
-		v.Notices = append(v.Notices, "the bundle has no log proofs yet: the notes' publication in the evidence log was not checked")
+	var agentKeys []string // the log's checkpoint must be signed by an agent, never a user
+	for _, k := range agents.List() {
+		if !strings.Contains(KeyID(k), "@") {
+			agentKeys = append(agentKeys, k)
+		}
 	}
+	b.checkLog(agentKeys, c)
 	return c
 }
 

@@ -14,6 +14,10 @@
 // or unknown fields, canonical values only. Parsing then encoding gives back the input bytes, so
 // two parties holding the same evidence hold the same bytes and the same log leaf.
 //
+// A bundle may carry a checkpoint of an agent's evidence log (a C2SP tlog-checkpoint whose
+// origin is "<agent>/log", signed with the agent's key) and, for each note, the RFC 6962
+// inclusion proof of its leaf, Note.Leaf; Check verifies them with the other checks.
+//
 // This package does no I/O, keeps no state and never decides who won: the judges in package
 // protocol do that, using the checked records this package returns.
 package evidence

@@ -82,3 +82,47 @@ func FuzzParseBundle(f *testing.F) {
 		b.Check(nil) // must not panic on any parsed bundle
 	})
 }
+
+func FuzzParseCheckpoint(f *testing.F) {
+	f.Add([]byte("p1.example/log\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n"))
+	f.Add([]byte("p1.example/log\n13\namKAvW49GaKqzBghxi+UmJjOj1e/C4d/8OvFdfOMC9k=\nTimestamp: 1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := evidence.ParseCheckpoint(data)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(c.Text(), data) {
+			t.Fatalf("parse then encode changed the checkpoint:\n%q\n%q", data, c.Text())
+		}
+	})
+}
+
+// FuzzOpenCheckpoint feeds signed checkpoints, whole or damaged, to the bundle check's opener.
+func FuzzOpenCheckpoint(f *testing.F) {
+	files, _ := filepath.Glob("../testdata/vectors/bundles/*/*.bundle")
+	var keys []string
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		b, err := evidence.ParseBundle(data)
+		if err != nil || b.Checkpoint == nil {
+			continue
+		}
+		f.Add(b.Checkpoint)
+		keys = b.Keys
+	}
+	if keys == nil {
+		f.Fatal("no bundle vector with a checkpoint (go test ./evidence -update writes them)")
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, agent, err := evidence.OpenCheckpoint(data, keys)
+		if err == nil && (c.Origin != evidence.LogOrigin(agent) || !bytes.HasPrefix(data, c.Text())) {
+			t.Fatalf("opened checkpoint %+v of %q does not match its text", c, agent)
+		}
+		if c, err := evidence.CheckpointText(data); err == nil && !bytes.HasPrefix(data, c.Text()) {
+			t.Fatalf("checkpoint %+v does not match its text", c)
+		}
+	})
+}

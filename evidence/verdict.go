@@ -45,10 +45,11 @@ type Verdict struct {
 	Notices     []string    `json:"notices,omitempty"` // true and worth knowing, not failures (e.g. no log proofs yet)
 }
 
-// Fact is what one valid note establishes.
+// Fact is what one valid note establishes, or (Note 0) what the bundle's log checkpoint and
+// proofs establish.
 type Fact struct {
-	Note   int    `json:"note"` // 1-based position in the bundle
-	Type   Type   `json:"type"`
+	Note   int    `json:"note"` // 1-based position in the bundle; 0 for the log
+	Type   Type   `json:"type,omitempty"`
 	Signer string `json:"signer"`
 	Time   string `json:"time,omitempty"`
 	Says   string `json:"says"`
@@ -100,11 +101,19 @@ func (v *Verdict) Text() string {
 	if len(v.Facts) > 0 {
 		b.WriteString("\nevidence:\n")
 		for _, f := range v.Facts {
+			if f.Note == 0 {
+				continue
+			}
 			when := ""
 			if f.Time != "" {
 				when = " at " + f.Time
 			}
 			fmt.Fprintf(&b, "  note %d %s, signed by %s%s: %s\n", f.Note, f.Type, f.Signer, when, f.Says)
+		}
+		for _, f := range v.Facts {
+			if f.Note == 0 {
+				fmt.Fprintf(&b, "  log checkpoint signed by %s: %s\n", f.Signer, f.Says)
+			}
 		}
 	}
 	if len(v.Problems) > 0 {

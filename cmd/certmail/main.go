@@ -52,6 +52,7 @@ func commands() []command {
 		{"pickup", "pick up a certified message: accept (signed with your key) or refuse", runPickup},
 		{"user", "add, list, disable, enable users or set their passwords", runUser},
 		{"peer", "add, list or remove the peer agents this agent trusts", runPeer},
+		{"log", "monitor an agent's evidence log, check a stored log or a fork proof", runLog},
 		{"version", "print the certmail version", runVersion},
 		{"help", "show the commands, or the usage of one command", runHelp},
 	}
@@ -61,7 +62,7 @@ func commands() []command {
 // `certmail serve` say "not yet" instead of "unknown"; a command leaves this list when its row
 // joins the table.
 func plannedCommands() []string {
-	return []string{"log", "bench"}
+	return []string{"bench"}
 }
 
 func main() {
