@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	f_log "github.com/transparency-dev/formats/log"
@@ -81,6 +82,7 @@ type Log struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	group    committer
+	closed   sync.Once
 	log      *slog.Logger
 }
 
@@ -163,10 +165,13 @@ func (l *Log) Origin() string { return l.origin }
 func (l *Log) Dir() string { return l.dir }
 
 // Close publishes a checkpoint committing to everything appended (waiting at most until ctx
-// ends) and stops the log. Append fails after Close.
+// ends) and stops the log. Append fails after Close; closing again does nothing.
 func (l *Log) Close(ctx context.Context) error {
-	err := l.shutdown(ctx)
-	l.cancel()
+	var err error
+	l.closed.Do(func() {
+		err = l.shutdown(ctx)
+		l.cancel()
+	})
 	if err != nil {
 		return fmt.Errorf("evlog: close %s: %w", l.dir, err)
 	}
