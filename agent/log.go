@@ -76,6 +76,11 @@ func (a *Agent) publish(ctx context.Context, es []store.Evidence) error {
 	return nil
 }
 
+// logbookDelay is how long the logbook gathers indices before it writes them: under load, one
+// commit records the indices of many steps instead of one commit per step competing with the
+// steps' own for the store's writer. A checkpoint covering them is not published sooner anyway.
+const logbookDelay = 50 * time.Millisecond
+
 // logEntry is a stored note's place in the log.
 type logEntry struct {
 	seq   int64
@@ -113,6 +118,7 @@ func (b *logbook) record(es []logEntry) {
 
 func (b *logbook) run(idle chan struct{}) {
 	for {
+		time.Sleep(logbookDelay)
 		b.mu.Lock()
 		batch := b.pending
 		b.pending = nil

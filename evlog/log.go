@@ -44,7 +44,7 @@ func Origin(name string) string { return name + "/log" }
 const (
 	// DefaultBatchMaxAge is how long the first entry of a batch waits for others: the latency a
 	// lone step pays, and the window in which concurrent steps share one batch's fsyncs.
-	DefaultBatchMaxAge = 2 * time.Millisecond
+	DefaultBatchMaxAge = 500 * time.Microsecond
 	// DefaultBatchMaxSize flushes a batch early: one entry bundle's width, so that a batch of
 	// that size writes full tiles.
 	DefaultBatchMaxSize = layout.EntryBundleWidth

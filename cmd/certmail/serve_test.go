@@ -357,4 +357,13 @@ func TestServeEndToEnd(t *testing.T) {
 	if code2 != exitOK || !strings.Contains(verdict, "outcome delivered (agent-attested)") {
 		t.Fatalf("verify: exit %d\n%s", code2, verdict)
 	}
+
+	// Every note of the bundle is in the agent's public evidence log, as an independent
+	// verifier proves from the log's checkpoint and tiles (logverify_test.go); the bundle with
+	// its proofs still verifies.
+	bundle = proveBundleLogged(t, p, string(label), "alice@localhost", "correct horse battery")
+	os.WriteFile(bf, bundle, 0o600)
+	if code, verdict, _ := verify(t, bf, "--key", strings.TrimSpace(string(vkey))); code != exitOK {
+		t.Fatalf("verify of the bundle with log proofs: exit %d\n%s", code, verdict)
+	}
 }
