@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -68,7 +67,6 @@ type Config struct {
 	BatchMaxAge        time.Duration
 	BatchMaxSize       uint
 	CheckpointInterval time.Duration
-	Logger             *slog.Logger // nil discards
 }
 
 // Log is an open evidence log. It is safe for concurrent use.
@@ -83,7 +81,6 @@ type Log struct {
 	cancel   context.CancelFunc
 	group    committer
 	closed   sync.Once
-	log      *slog.Logger
 }
 
 // Open opens the log in cfg.Dir, creating it (and its first, empty checkpoint) when it does not
@@ -109,10 +106,7 @@ func Open(cfg Config) (*Log, error) {
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = DefaultCheckpointInterval
 	}
-	l := &Log{dir: cfg.Dir, origin: Origin(cfg.Signer.Name()), verifier: v, log: cfg.Logger}
-	if l.log == nil {
-		l.log = slog.New(slog.DiscardHandler)
-	}
+	l := &Log{dir: cfg.Dir, origin: Origin(cfg.Signer.Name()), verifier: v}
 	// The log is public, but its directory holds tessera's private state too: 0700 like the rest
 	// of the data directory. tessera creates what is inside.
 	if err := durable.MkdirAll(cfg.Dir); err != nil {

@@ -118,7 +118,6 @@ type world struct {
 	srv    *httptest.Server
 	client *http.Client
 	logs   *syncBuffer
-	log    *evlog.Log // with options.log
 }
 
 type options struct {
@@ -164,7 +163,7 @@ func newWorld(t *testing.T, o options) *world {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.Close(context.Background()) })
-		settings.Log, w.log, logFiles = l, l, evlog.Handler(l.Dir())
+		settings.Log, logFiles = l, evlog.Handler(l.Dir())
 	}
 	w.ag = agent.New(w.id, st, blobs, w.mails, settings, w.clock.now, nil)
 	w.acc = account.NewWithParams(st, o.limits, w.clock.now, password.Params{Memory: 64, Time: 1, Threads: 1}, nil)
