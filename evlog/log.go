@@ -41,8 +41,9 @@ func Origin(name string) string { return name + "/log" }
 // Tuning of the appender (DESIGN.md §4, measured in BENCHMARKS.md). tessera's defaults (a batch
 // every 250 ms or 256 entries) make a lone step wait a quarter of a second for its batch.
 const (
-	// DefaultBatchMaxAge is how long the first entry of a batch waits for others: the latency a
-	// lone step pays, and the window in which concurrent steps share one batch's fsyncs.
+	// DefaultBatchMaxAge is how long tessera holds a batch open after its first entry. The
+	// committer (group.go) does the batching: this only has to let the burst in which it hands
+	// over one group's entries make one batch, and a lone step pays it on top of the write.
 	DefaultBatchMaxAge = 500 * time.Microsecond
 	// DefaultBatchMaxSize flushes a batch early: one entry bundle's width, so that a batch of
 	// that size writes full tiles.
