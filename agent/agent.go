@@ -4,8 +4,9 @@
 // moves its timers and queues the mails it owes, all at once or not at all (DESIGN.md §2, §6).
 //
 // This file and its siblings hold the agent as one party, P1 = Pn, of the CEM family
-// (PROTOCOLS.md §1, n = 1). The agent never acknowledges a step before Store.Update has returned,
-// and never sends mail itself: it queues it, and package mailout delivers the queue.
+// (PROTOCOLS.md §1, n = 1). The agent never acknowledges a step before Store.Update has returned
+// and, when it has an evidence log, before the step's notes are durably sequenced in it (log.go);
+// it never sends mail itself: it queues it, and package mailout delivers the queue.
 package agent
 
 import (
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"certmail/evidence"
@@ -35,6 +37,11 @@ type Settings struct {
 	// Queued, when set, is called after a step that queued mail has committed, so the outbound
 	// queue can send at once rather than at its next poll.
 	Queued func()
+	// Log, when set, is the public evidence log: a step returns only once the notes it stored
+	// are durably sequenced in it, and bundles carry inclusion proofs (log.go).
+	Log Log
+	// Logger gets what the agent cannot report to a caller; nil discards.
+	Logger *slog.Logger
 }
 
 // Agent is one delivery agent. It is safe for concurrent use: all state is in the store.
@@ -47,6 +54,7 @@ type Agent struct {
 	now      func() time.Time
 	rand     io.Reader
 	tries    *tries
+	book     *logbook
 }
 
 // New returns an agent signing with id. now and random may be nil for the wall clock and
@@ -61,8 +69,10 @@ func New(id *protocol.Identity, st store.Store, blobs store.Blobs, mails Mails, 
 	if s.WarnAt <= 0 || s.WarnAt >= 1 {
 		s.WarnAt = 0.5
 	}
-	return &Agent{id: id, st: st, blobs: blobs, mails: mails, settings: s, now: now, rand: random,
+	a := &Agent{id: id, st: st, blobs: blobs, mails: mails, settings: s, now: now, rand: random,
 		tries: &tries{fail: map[evidence.Label][]time.Time{}}}
+	a.book = newLogbook(st, a.logger())
+	return a
 }
 
 // queued tells the outbound queue that a committed step queued mail.
@@ -146,7 +156,8 @@ func (a *Agent) sign(tx store.Tx, r *evidence.Record) (*evidence.Note, error) {
 }
 
 // Bundle gathers the evidence of a label into a bundle an arbiter can verify, with the KEY record
-// of the recipient's key when the recipient signed; with message, the stored M is carried too.
+// of the recipient's key when the recipient signed, and the evidence log's latest checkpoint with
+// the inclusion proof of each note it covers; with message, the stored M is carried too.
 func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*evidence.Bundle, error) {
 	var it store.Item
 	var b *evidence.Bundle
@@ -171,6 +182,9 @@ func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*ev
 		return nil, refuse(KindNotFound, "no item with label %s", l)
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := a.Prove(ctx, b); err != nil {
 		return nil, err
 	}
 	if message && !it.Label.IsZero() {

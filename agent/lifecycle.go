@@ -17,7 +17,7 @@ import (
 func (a *Agent) Retract(ctx context.Context, sender string, l evidence.Label) error {
 	now := evidence.CanonicalTime(a.now())
 	defer a.queued()
-	return a.st.Update(ctx, func(tx store.Tx) error {
+	return a.update(ctx, func(tx store.Tx) error {
 		it, err := tx.Item(l)
 		if errors.Is(err, store.ErrNotFound) || err == nil && it.Sender != sender {
 			return refuse(KindNotFound, "no item %s of yours", l)
@@ -58,7 +58,7 @@ func (a *Agent) RunTimers(ctx context.Context) (int, error) {
 		defer a.queued()
 	}
 	for i, t := range due {
-		if err := a.st.Update(ctx, func(tx store.Tx) error { return a.fire(tx, t, now) }); err != nil {
+		if err := a.update(ctx, func(tx store.Tx) error { return a.fire(tx, t, now) }); err != nil {
 			return i, fmt.Errorf("agent: timer %s of %s: %w", t.Kind, t.Label, err)
 		}
 	}
@@ -116,7 +116,7 @@ func (a *Agent) notDelivered(tx store.Tx, it store.Item, reason string, now time
 // that is the moment the recipient is notified: the agent signs NTF (seed 001 §4.4 step 5).
 func (a *Agent) Sent(ctx context.Context, m store.Outbound) error {
 	now := evidence.CanonicalTime(a.now())
-	return a.st.Update(ctx, func(tx store.Tx) error {
+	return a.update(ctx, func(tx store.Tx) error {
 		m.State, m.Updated = store.OutSent, now
 		if err := tx.UpdateOutbound(m); err != nil {
 			return err
@@ -145,7 +145,7 @@ func (a *Agent) Sent(ctx context.Context, m store.Outbound) error {
 func (a *Agent) Bounced(ctx context.Context, m store.Outbound, why string) error {
 	now := evidence.CanonicalTime(a.now())
 	defer a.queued()
-	return a.st.Update(ctx, func(tx store.Tx) error {
+	return a.update(ctx, func(tx store.Tx) error {
 		m.State, m.LastError, m.Updated = store.OutBounced, why, now
 		if err := tx.UpdateOutbound(m); err != nil {
 			return err
@@ -176,7 +176,7 @@ func (a *Agent) RegisterKey(ctx context.Context, address, vkey string) (*evidenc
 		return nil, refuse(KindInvalid, "the key must be a signed-note verifier key named %s", want)
 	}
 	var n *evidence.Note
-	err = a.st.Update(ctx, func(tx store.Tx) error {
+	err = a.update(ctx, func(tx store.Tx) error {
 		u, err := tx.User(address)
 		if errors.Is(err, store.ErrNotFound) {
 			u = store.User{Address: address, Created: now}

@@ -40,7 +40,7 @@ func (a *Agent) NotAccept(ctx context.Context, r Refusal) (*evidence.Note, error
 	rec := &evidence.Record{Type: evidence.NAC, Label: l, Protocol: r.Protocol, Agent: a.Name(), Sender: r.Sender,
 		Reason: reasonWord(r.Reason), Detail: oneLineText(r.Detail, "not accepted"), Time: now}
 	var n *evidence.Note
-	err = a.st.Update(ctx, func(tx store.Tx) error {
+	err = a.update(ctx, func(tx store.Tx) error {
 		var err error
 		n, err = a.sign(tx, rec)
 		if err != nil {

@@ -145,7 +145,7 @@ func (a *Agent) Accept(ctx context.Context, tok string, acc Acceptance) (PickupV
 			return PickupView{}, err
 		}
 	}
-	err = a.st.Update(ctx, func(tx store.Tx) error {
+	err = a.update(ctx, func(tx store.Tx) error {
 		cur, err := tx.Item(it.Label)
 		if err != nil {
 			return err
@@ -254,7 +254,7 @@ func (a *Agent) Refuse(ctx context.Context, tok, pw string) error {
 		return err
 	}
 	defer a.queued()
-	return a.st.Update(ctx, func(tx store.Tx) error {
+	return a.update(ctx, func(tx store.Tx) error {
 		cur, err := tx.Item(it.Label)
 		if err != nil {
 			return err
@@ -296,7 +296,7 @@ func (a *Agent) Content(ctx context.Context, tok, client string) ([]byte, Pickup
 	if client == "" {
 		client = "unknown"
 	}
-	err = a.st.Update(ctx, func(tx store.Tx) error {
+	err = a.update(ctx, func(tx store.Tx) error {
 		cur, err := tx.Item(it.Label)
 		if err != nil {
 			return err

@@ -63,7 +63,7 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 		return nil, err
 	}
 	var postings []Posting
-	err = a.st.Update(ctx, func(tx store.Tx) error {
+	err = a.update(ctx, func(tx store.Tx) error {
 		postings = postings[:0]
 		for _, rcpt := range s.Recipients {
 			p, err := a.post(tx, s, rcpt, content, pwHash, submission.String(), now)

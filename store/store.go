@@ -60,6 +60,17 @@ type Tx interface {
 	// EvidenceByLeaf finds a note by its leaf hash (any label).
 	EvidenceByLeaf(leaf evidence.Hash) (Evidence, error)
 
+	// SetLogIndex records that the note stored as seq is entry index of the evidence log
+	// (package evlog). A note keeps the first index recorded for it: recording that index again
+	// changes nothing, another one is ErrDuplicate, and so is an index recorded for another
+	// note. ErrNotFound when no note is stored as seq.
+	SetLogIndex(seq int64, index uint64) error
+	// UnloggedEvidence lists up to limit notes with no log index recorded, in storage order:
+	// those whose step committed but whose append to the log was lost or failed.
+	UnloggedEvidence(limit int) ([]Evidence, error)
+	// CountLogged counts the notes recorded at a log index at or above from.
+	CountLogged(from uint64) (int64, error)
+
 	// SetTimer inserts or moves the timer (Label, Kind).
 	SetTimer(t Timer) error
 	DeleteTimer(l evidence.Label, kind string) error
@@ -140,6 +151,10 @@ type Evidence struct {
 	Leaf   evidence.Hash
 	Note   []byte
 	Stored time.Time
+	// Logged says whether the note's entry in the evidence log is recorded, and LogIndex is
+	// that entry's index.
+	Logged   bool
+	LogIndex uint64
 }
 
 // Timer is a durable wake-up: a deadline, a warning, a retry.

@@ -1,7 +1,8 @@
 // Package web is the HTTP face of the delivery agent (DESIGN.md §7): the JSON API senders and
 // programs submit and follow their messages with, the pickup pages (and their API, for programs
 // and the pages' script) where a recipient accepts or refuses a certified message and then
-// reads it, and /healthz and /metrics for operators.
+// reads it, /healthz and /metrics for operators, and the public facts: the evidence log at
+// /log/ and the agent's key and log at /.well-known/certmail.
 //
 // Every decision is the agent's: this package authenticates, decodes, renders and maps errors to
 // HTTP, and nothing else. It must never release content except through agent.Content (which
@@ -46,6 +47,10 @@ type Config struct {
 	Now    func() time.Time
 	Rand   io.Reader
 	Logger *slog.Logger // nil discards
+	// Log serves the evidence log's files read-only (evlog.Handler, paths relative to the log's
+	// prefix) at /log/, and LogOrigin is its checkpoint origin line; nil serves no log.
+	Log       http.Handler
+	LogOrigin string
 }
 
 // Server serves the API, the pickup pages, /healthz and /metrics. It is an http.Handler.
@@ -126,6 +131,12 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /messages/{label}/retract", s.retract)
 	m.HandleFunc("GET /messages/{label}/bundle", s.bundleDownload)
 	m.HandleFunc("GET /messages/{label}/certificate", s.certificate)
+
+	// The public evidence log (C2SP tlog-tiles) and the agent's keys and log (log.go).
+	if s.cfg.Log != nil {
+		m.Handle("GET /log/", http.StripPrefix("/log", s.cfg.Log))
+	}
+	m.HandleFunc("GET /.well-known/certmail", s.wellKnown)
 
 	m.Handle("GET /static/", http.StripPrefix("/static/", staticFiles()))
 	m.HandleFunc("GET /healthz", s.healthz)

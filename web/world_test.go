@@ -21,6 +21,7 @@ import (
 	"certmail/account"
 	"certmail/agent"
 	"certmail/evidence"
+	"certmail/evlog"
 	"certmail/mailfmt"
 	"certmail/password"
 	"certmail/protocol"
@@ -122,6 +123,7 @@ type world struct {
 type options struct {
 	plain  bool // plain HTTP (loopback) instead of TLS
 	limits account.Limits
+	log    bool // an evidence log in the world's directory, served at /log/
 }
 
 func newWorld(t *testing.T, o options) *world {
@@ -152,8 +154,18 @@ func newWorld(t *testing.T, o options) *world {
 	}
 	public := scheme + "://" + w.srv.Listener.Addr().String()
 
-	w.ag = agent.New(w.id, st, blobs, w.mails, agent.Settings{PublicURL: public, DefaultDeadline: 48 * time.Hour,
-		MinDeadline: time.Hour, MaxDeadline: 30 * 24 * time.Hour, WarnAt: 0.5, Bounce: "certmail@certmail.test"}, w.clock.now, nil)
+	settings := agent.Settings{PublicURL: public, DefaultDeadline: 48 * time.Hour,
+		MinDeadline: time.Hour, MaxDeadline: 30 * 24 * time.Hour, WarnAt: 0.5, Bounce: "certmail@certmail.test"}
+	var logFiles http.Handler
+	if o.log {
+		l, err := evlog.Open(evlog.Config{Dir: filepath.Join(dir, "log"), Signer: w.id.Signer, Verifier: w.id.Verifier})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close(context.Background()) })
+		settings.Log, logFiles = l, evlog.Handler(l.Dir())
+	}
+	w.ag = agent.New(w.id, st, blobs, w.mails, settings, w.clock.now, nil)
 	w.acc = account.NewWithParams(st, o.limits, w.clock.now, password.Params{Memory: 64, Time: 1, Threads: 1}, nil)
 	for _, u := range [][2]string{{alice, alicePW}, {mallory, malPW}} {
 		if err := w.acc.Add(ctx, u[0], u[1], false); err != nil {
@@ -163,7 +175,8 @@ func newWorld(t *testing.T, o options) *world {
 	logger := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w.srv.Config.Handler = web.New(web.Config{PublicURL: public, Secret: []byte("0123456789abcdef0123456789abcdef"),
 		Limits: mailfmt.Limits{MaxBytes: maxBytes, MinDeadline: time.Hour, MaxDeadline: 30 * 24 * time.Hour},
-		Now:    w.clock.now, Rand: rand.NewChaCha8([32]byte{2}), Logger: logger}, w.ag, w.acc)
+		Now:    w.clock.now, Rand: rand.NewChaCha8([32]byte{2}), Logger: logger,
+		Log: logFiles, LogOrigin: evlog.Origin(w.id.Name)}, w.ag, w.acc)
 	if o.plain {
 		w.srv.Start()
 	} else {

@@ -16,10 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"certmail/account"
 	"certmail/agent"
 	"certmail/config"
 	"certmail/durable"
+	"certmail/evlog"
 	"certmail/mailfmt"
 	"certmail/mailout"
 	"certmail/pki"
@@ -89,6 +92,19 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	if err != nil {
 		return err
 	}
+	// tessera logs through klog; its lines go to the agent's log.
+	klog.SetSlogLogger(log.With("part", "evidence log"))
+	evl, err := evlog.Open(evlog.Config{Dir: cfg.Path("log"), Signer: id.Signer, Verifier: id.Verifier})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := evl.Close(ctx); err != nil {
+			log.Error("closing the evidence log", "err", err)
+		}
+	}()
 	acc := account.New(st, account.Limits{PerAccount: cfg.Limits.LoginPerMinuteAccount,
 		PerAddress: cfg.Limits.LoginPerMinuteAddress, Window: time.Minute}, nil)
 	admin, adminPW, err := firstAdmin(ctx, st, acc, cfg.Hostname)
@@ -110,7 +126,20 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	ag := agent.New(id, st, blobs, agent.MIMEMails{Domain: cfg.Hostname, Now: time.Now, Rand: rand.Reader},
 		agent.Settings{PublicURL: cfg.PublicURL, DefaultDeadline: cfg.Deadlines.Default.Duration(),
 			MinDeadline: cfg.Deadlines.Min.Duration(), MaxDeadline: cfg.Deadlines.Max.Duration(),
-			WarnAt: cfg.Deadlines.WarnAt, Bounce: "certmail@" + cfg.Hostname, Queued: kick}, nil, nil)
+			WarnAt: cfg.Deadlines.WarnAt, Bounce: "certmail@" + cfg.Hostname, Queued: kick, Log: evl, Logger: log}, nil, nil)
+	// Before serving: the notes a crash left out of the log, or whose place the store lost.
+	if recorded, appended, err := ag.RecoverLog(ctx); err != nil {
+		return err
+	} else if recorded+appended > 0 {
+		log.Info("evidence log recovered", "recorded", recorded, "appended", appended)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := ag.Flush(ctx); err != nil {
+			log.Error("recording log indices", "err", err)
+		}
+	}()
 	limits := mailfmt.Limits{MaxBytes: cfg.Limits.MaxMessageBytes, MaxRecipients: cfg.Limits.MaxRecipients,
 		MinDeadline: cfg.Deadlines.Min.Duration(), MaxDeadline: cfg.Deadlines.Max.Duration(),
 		DefaultDeadline: cfg.Deadlines.Default.Duration()}
@@ -129,16 +158,18 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	}
 	smtpSrv := smtpd.New(smtpd.Config{Addr: cfg.Listen.SMTPSubmission, Hostname: cfg.Hostname, TLS: tlsCfg,
 		Limits: limits, MaxRecipients: cfg.Limits.MaxRecipients, Logger: log}, ag, acc)
-	webSrv := web.New(web.Config{PublicURL: cfg.PublicURL, Limits: limits, Secret: secret, Logger: log}, ag, acc)
+	webSrv := web.New(web.Config{PublicURL: cfg.PublicURL, Limits: limits, Secret: secret, Logger: log,
+		Log: evlog.Handler(evl.Dir()), LogOrigin: evl.Origin()}, ag, acc)
 	httpSrv := &http.Server{Handler: webSrv, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
 
-	errs := make(chan error, 4)
+	errs := make(chan error, 5)
 	go func() { errs <- smtpSrv.Serve(smtpL) }()
 	go func() { errs <- httpSrv.ServeTLS(httpsL, "", "") }()
 	go func() { queue.Run(ctx); errs <- nil }()
 	go func() { runTimers(ctx, ag, log); errs <- nil }()
+	go func() { runBackfill(ctx, ag, log); errs <- nil }()
 
-	printBanner(stdout, cfg, id.Verifier, smtpL.Addr(), httpsL.Addr(), admin, adminPW)
+	printBanner(stdout, cfg, id.Verifier, evl.Origin(), smtpL.Addr(), httpsL.Addr(), admin, adminPW)
 
 	var runErr error
 	select {
@@ -170,6 +201,25 @@ func runTimers(ctx context.Context, ag *agent.Agent, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// runBackfill logs, every minute, the notes of steps whose append to the evidence log failed
+// (those steps were reported failed, but their notes are stored).
+func runBackfill(ctx context.Context, ag *agent.Agent, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := ag.Backfill(ctx); err != nil {
+			log.Error("evidence log backfill", "err", err)
+		} else if n > 0 {
+			log.Info("evidence log backfilled", "notes", n)
 		}
 	}
 }
@@ -212,7 +262,7 @@ func loadOrCreateSecret(path string) ([]byte, error) {
 	return b, nil
 }
 
-func printBanner(w io.Writer, cfg config.Config, vkey string, smtpAddr, httpsAddr net.Addr, admin, adminPW string) {
+func printBanner(w io.Writer, cfg config.Config, vkey, logOrigin string, smtpAddr, httpsAddr net.Addr, admin, adminPW string) {
 	dir, _ := filepath.Abs(cfg.DataDir)
 	fmt.Fprintf(w, "certmail is serving %s\n\n", cfg.Hostname)
 	fmt.Fprintf(w, "  data directory   %s\n", dir)
@@ -220,6 +270,7 @@ func printBanner(w io.Writer, cfg config.Config, vkey string, smtpAddr, httpsAdd
 	fmt.Fprintf(w, "  SMTP submission  %s (STARTTLS, then AUTH PLAIN or LOGIN)\n", smtpAddr)
 	fmt.Fprintf(w, "  HTTPS            %s (sign in to send and follow messages; API; pickup pages)\n", cfg.PublicURL)
 	fmt.Fprintf(w, "  listening on     %s\n", httpsAddr)
+	fmt.Fprintf(w, "  evidence log     %s/log/ (origin %s; keys at %s/.well-known/certmail)\n", cfg.PublicURL, logOrigin, cfg.PublicURL)
 	fmt.Fprintf(w, "  local CA         %s (trust it in your mail client and browser)\n", filepath.Join(dir, pki.CACertFile))
 	fmt.Fprintf(w, "  outbound mail    %s\n", outboundLine(cfg))
 	if admin != "" {

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"certmail/evidence"
 )
 
 // need returns the path of an installed program a test needs; when it is missing the test skips
@@ -356,5 +358,27 @@ func TestServeEndToEnd(t *testing.T) {
 	code2, verdict, _ := verify(t, bf, "--key", strings.TrimSpace(string(vkey)))
 	if code2 != exitOK || !strings.Contains(verdict, "outcome delivered (agent-attested)") {
 		t.Fatalf("verify: exit %d\n%s", code2, verdict)
+	}
+
+	// Every note of the bundle is in the agent's public evidence log, as an independent
+	// verifier proves from the log's checkpoint and tiles (logverify_test.go); the bundle with
+	// its proofs still verifies.
+	bundle = proveBundleLogged(t, p, string(label), "alice@localhost", "correct horse battery")
+	os.WriteFile(bf, bundle, 0o600)
+	// certmail verify checks those proofs itself, offline: every note is logged, none lacks a
+	// proof, and a proof that does not hold fails the bundle.
+	code, verdict, _ = verify(t, bf, "--key", strings.TrimSpace(string(vkey)))
+	if code != exitOK || !regexp.MustCompile(`logged: notes 1.\d+ in localhost/log`).MatchString(verdict) || strings.Contains(verdict, "no log proof") {
+		t.Fatalf("verify of the bundle with log proofs: exit %d\n%s", code, verdict)
+	}
+	b, err := evidence.ParseBundle(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Proofs[0].Index++
+	forged, _ := b.Encode()
+	os.WriteFile(bf, forged, 0o600)
+	if code, verdict, _ := verify(t, bf, "--key", strings.TrimSpace(string(vkey))); code != exitFail || !strings.Contains(verdict, "log inclusion") {
+		t.Fatalf("verify of a bundle with a wrong proof: exit %d\n%s", code, verdict)
 	}
 }

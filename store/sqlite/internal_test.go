@@ -3,10 +3,12 @@ package sqlite
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -285,7 +287,7 @@ func TestOpen(t *testing.T) {
 	if err := s.w.QueryRow("SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&versions, &latest); err != nil {
 		t.Fatal(err)
 	}
-	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 1 {
+	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 2 {
 		t.Errorf("schema_migrations: %d rows, latest %d; want %d", versions, latest, SchemaVersion())
 	}
 	if err := s.View(t.Context(), func(tx store.Tx) error { _, err := tx.Item(it.Label); return err }); err != nil {
@@ -407,6 +409,70 @@ func TestCorruptEvidenceIsAnError(t *testing.T) {
 			t.Errorf("EvidenceByLeaf of a damaged note: %v, want a corruption error", err)
 		}
 		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMigrateToLogIndex opens a database of schema version 1, from before the evidence log: its
+// notes come back unlogged, so the agent backfills them into the log at its next start.
+func TestMigrateToLogIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "certmail.db")
+	if err := createFile(path); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", dsn(path, url.Values{"_journal_mode": {"WAL"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := storetest.NewFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := evidence.Label{9}
+	n, err := f.Note(l, evidence.COP, f.T0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := append(append([]string{}, schemaV1...),
+		`CREATE TABLE schema_migrations (version INTEGER NOT NULL, applied BIGINT NOT NULL, CONSTRAINT schema_migrations_pkey PRIMARY KEY (version))`,
+		`INSERT INTO schema_migrations (version, applied) VALUES (1, 0)`)
+	for _, s := range stmts {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`INSERT INTO evidence (label, type, leaf, note, stored) VALUES (?, ?, ?, ?, ?)`,
+		l.String(), "COP", n.Leaf().String(), n.Bytes(), f.T0.UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Update(t.Context(), func(tx store.Tx) error {
+		ev, err := tx.UnloggedEvidence(0)
+		if err != nil {
+			return err
+		}
+		if len(ev) != 1 || ev[0].Leaf != n.Leaf() || ev[0].Logged {
+			t.Fatalf("unlogged notes after migrating: %+v, want the one stored note", ev)
+		}
+		return tx.SetLogIndex(ev[0].Seq, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.View(t.Context(), func(tx store.Tx) error {
+		e, err := tx.EvidenceByLeaf(n.Leaf())
+		if err == nil && (!e.Logged || e.LogIndex != 0) {
+			t.Errorf("after SetLogIndex: %+v", e)
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 // PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
 // Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
 // sorts before every real time, so a zero NextAttempt is due at once.
-var migrations = [][]string{schemaV1}
+var migrations = [][]string{schemaV1, schemaV2}
 
 var schemaV1 = []string{
 	`CREATE TABLE users (
@@ -85,6 +85,13 @@ var schemaV1 = []string{
 	)`,
 	`CREATE INDEX outbound_state_next ON outbound (state, next_attempt, id)`,
 	`CREATE INDEX outbound_label ON outbound (label, id)`,
+}
+
+// schemaV2 records where each note is in the evidence log (NULL until it is): the index is
+// unique, and an index on it finds the unlogged notes (NULLs) and counts the logged ones.
+var schemaV2 = []string{
+	`ALTER TABLE evidence ADD COLUMN log_index BIGINT`,
+	`CREATE UNIQUE INDEX evidence_log_index_key ON evidence (log_index)`,
 }
 
 // SchemaVersion is the schema version this code writes.

@@ -295,17 +295,24 @@ func (t *tx) ItemsBySender(sender string, limit, offset int) ([]store.Item, erro
 
 // Evidence
 
-const evidenceColumns = `seq, label, type, leaf, note, stored`
+const evidenceColumns = `seq, label, type, leaf, note, stored, log_index`
 
 func scanEvidence(sc scanner) (store.Evidence, error) {
 	var e store.Evidence
 	var label sql.NullString
 	var typ, leaf string
 	var stored int64
-	if err := sc.Scan(&e.Seq, &label, &typ, &leaf, &e.Note, &stored); err != nil {
+	var logIndex sql.NullInt64
+	if err := sc.Scan(&e.Seq, &label, &typ, &leaf, &e.Note, &stored, &logIndex); err != nil {
 		return store.Evidence{}, err
 	}
 	e.Type, e.Stored = evidence.Type(typ), fromMsec(stored)
+	if logIndex.Valid {
+		if logIndex.Int64 < 0 {
+			return store.Evidence{}, fmt.Errorf("corrupt evidence row %d: log index %d", e.Seq, logIndex.Int64)
+		}
+		e.Logged, e.LogIndex = true, uint64(logIndex.Int64)
+	}
 	var err1, err2 error
 	e.Label, err1 = labelCol(label)
 	e.Leaf, err2 = evidence.ParseHash(leaf)
@@ -358,6 +365,53 @@ func (t *tx) EvidenceByLeaf(leaf evidence.Hash) (store.Evidence, error) {
 		return store.Evidence{}, fmt.Errorf("store: evidence by leaf %s: %w", leaf, err)
 	}
 	return e, nil
+}
+
+// SetLogIndex sets the log index of a note that has none, and tells the other cases apart
+// when it has one already.
+func (t *tx) SetLogIndex(seq int64, index uint64) error {
+	if index > math.MaxInt64 {
+		return fmt.Errorf("store: set log index of evidence %d: index %d out of range", seq, index)
+	}
+	res, err := t.exec(`UPDATE evidence SET log_index = ? WHERE seq = ? AND log_index IS NULL`, int64(index), seq)
+	if err != nil {
+		return fmt.Errorf("store: set log index of evidence %d to %d: %w", seq, index, dupOr(err))
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	var have sql.NullInt64
+	err = t.q.QueryRowContext(t.ctx, `SELECT log_index FROM evidence WHERE seq = ?`, seq).Scan(&have)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("store: set log index of evidence %d: %w", seq, store.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("store: set log index of evidence %d: %w", seq, err)
+	case have.Int64 != int64(index):
+		return fmt.Errorf("store: set log index of evidence %d to %d: it is logged at %d: %w", seq, index, have.Int64, store.ErrDuplicate)
+	}
+	return nil
+}
+
+func (t *tx) UnloggedEvidence(limit int) ([]store.Evidence, error) {
+	rows, err := t.q.QueryContext(t.ctx, `SELECT `+evidenceColumns+` FROM evidence WHERE log_index IS NULL
+		ORDER BY seq LIMIT ?`, limitArg(limit))
+	ev, err := collect(rows, err, scanEvidence)
+	if err != nil {
+		return nil, fmt.Errorf("store: unlogged evidence: %w", err)
+	}
+	return ev, nil
+}
+
+func (t *tx) CountLogged(from uint64) (int64, error) {
+	if from > math.MaxInt64 {
+		return 0, nil
+	}
+	var n int64
+	if err := t.q.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM evidence WHERE log_index >= ?`, int64(from)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: count logged evidence: %w", err)
+	}
+	return n, nil
 }
 
 // Timers

@@ -23,6 +23,8 @@
 //     time is the record's time, or the current time for a record without one (CMP-NRO).
 //     Evidence of a label with no item is allowed (a NAC or VIR has no item).
 //   - limit <= 0 means no limit; lists are empty, not ErrNotFound, when nothing matches.
+//   - A note is stored unlogged (Logged false) and keeps the first log index recorded for it;
+//     Evidence, EvidenceByLeaf and UnloggedEvidence return it with its index once recorded.
 //   - Users lists by address; Timers(l) by due time; ItemsBySender newest Submitted first, the
 //     later insert first on a tie; OutboundFor(l) in the order enqueued; DueOutbound only mail
 //     in state queued.
@@ -65,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ErrorRollsBack", testErrorRollsBack},
 		{"PanicRollsBack", testPanicRollsBack},
 		{"Evidence", testEvidence},
+		{"EvidenceLog", testEvidenceLog},
 		{"Timers", testTimers},
 		{"Outbound", testOutbound},
 		{"ViewDoesNotSeeOpenUpdate", testViewIsolation},
@@ -687,6 +690,111 @@ func testEvidence(t *testing.T, s store.Store, f *Fixture) {
 	})
 }
 
+// testEvidenceLog: which notes are in the evidence log, at which index, as the agent records it
+// after each append and repairs it after a crash.
+func testEvidenceLog(t *testing.T, s store.Store, f *Fixture) {
+	l := newLabel(t, f)
+	notes := []*evidence.Note{
+		newNote(t, f, l, evidence.COP, f.T0),
+		newNote(t, f, evidence.Label{}, evidence.KEY, f.T0),
+		newNote(t, f, l, evidence.NTF, f.T0.Add(time.Minute)),
+		newNote(t, f, l, evidence.DLV, f.T0.Add(2*time.Minute)),
+	}
+	var added []store.Evidence
+	for _, n := range notes { // one step each, as the agent stores them
+		update(t, s, func(tx store.Tx) error {
+			e, err := tx.AddEvidence(n.Record.Label, n)
+			added = append(added, e)
+			return err
+		})
+	}
+	for _, e := range added {
+		if e.Logged {
+			t.Errorf("a new note is stored as logged at %d", e.LogIndex)
+		}
+	}
+	view(t, s, func(tx store.Tx) error {
+		ev, err := tx.UnloggedEvidence(0)
+		same(t, "UnloggedEvidence before any append", ev, added)
+		if n, err := tx.CountLogged(0); n != 0 || err != nil {
+			t.Errorf("CountLogged(0) = %d, %v; want 0", n, err)
+		}
+		return err
+	})
+
+	const big = uint64(1) << 62
+	update(t, s, func(tx store.Tx) error {
+		for _, x := range []struct {
+			i     int
+			index uint64
+		}{{0, 0}, {2, 1}, {3, big}} {
+			if err := tx.SetLogIndex(added[x.i].Seq, x.index); err != nil {
+				return err
+			}
+			added[x.i].Logged, added[x.i].LogIndex = true, x.index
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error {
+		wantErr(t, "SetLogIndex of the same index again", tx.SetLogIndex(added[0].Seq, 0), nil)
+		wantErr(t, "SetLogIndex of another index", tx.SetLogIndex(added[0].Seq, 5), store.ErrDuplicate)
+		wantErr(t, "SetLogIndex of another note's index", tx.SetLogIndex(added[1].Seq, 1), store.ErrDuplicate)
+		wantErr(t, "SetLogIndex of no note", tx.SetLogIndex(added[3].Seq+1000, 7), store.ErrNotFound)
+		// The errors were handled: the transaction goes on and commits.
+		if err := tx.SetLogIndex(added[1].Seq, 2); err != nil {
+			return err
+		}
+		added[1].Logged, added[1].LogIndex = true, 2
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		ev, err := tx.Evidence(l)
+		if err != nil {
+			return err
+		}
+		same(t, "Evidence with log indices", ev, []store.Evidence{added[0], added[2], added[3]})
+		for _, e := range added {
+			got, err := tx.EvidenceByLeaf(e.Leaf)
+			if err != nil {
+				return err
+			}
+			same(t, "EvidenceByLeaf with its log index", got, e)
+		}
+		ev, err = tx.UnloggedEvidence(0)
+		if err != nil || len(ev) != 0 {
+			t.Errorf("UnloggedEvidence after every note was logged: %d notes, %v", len(ev), err)
+		}
+		for from, want := range map[uint64]int64{0: 4, 1: 3, 2: 2, 3: 1, big: 1, big + 1: 0, 1 << 63: 0} {
+			if n, err := tx.CountLogged(from); n != want || err != nil {
+				t.Errorf("CountLogged(%d) = %d, %v; want %d", from, n, err, want)
+			}
+		}
+		return nil
+	})
+
+	// Unlogged notes come in storage order, limit at a time.
+	l2 := newLabel(t, f)
+	more := []*evidence.Note{newNote(t, f, l2, evidence.COP, f.T0), newNote(t, f, l2, evidence.NTF, f.T0.Add(time.Minute))}
+	var late []store.Evidence
+	update(t, s, func(tx store.Tx) error {
+		for _, n := range more {
+			e, err := tx.AddEvidence(l2, n)
+			if err != nil {
+				return err
+			}
+			late = append(late, e)
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		ev, err := tx.UnloggedEvidence(1)
+		same(t, "UnloggedEvidence(1)", ev, late[:1])
+		ev, err2 := tx.UnloggedEvidence(10)
+		same(t, "UnloggedEvidence(10)", ev, late)
+		return errors.Join(err, err2)
+	})
+}
+
 func testTimers(t *testing.T, s store.Store, f *Fixture) {
 	l1, l2 := newLabel(t, f), newLabel(t, f)
 	at := func(d time.Duration) time.Time { return f.T0.Add(d) }
@@ -904,7 +1012,7 @@ func testViewReadOnly(t *testing.T, s store.Store, f *Fixture) {
 		_, err := tx.AddEvidence(it.Label, n)
 		writeErrs = append(writeErrs, err)
 		_, err = tx.Enqueue(store.Outbound{Label: it.Label, Kind: "notification", Data: f.Message})
-		writeErrs = append(writeErrs, err)
+		writeErrs = append(writeErrs, err, tx.SetLogIndex(1, 1))
 		return nil
 	})
 	if err != nil {

@@ -1,0 +1,362 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"certmail/evidence"
+	"certmail/evlog"
+	"certmail/store"
+)
+
+// Log is the public evidence log (package evlog) every note the agent stores is appended to
+// (DESIGN.md §4). Append returns once the entries are durably sequenced; Prove gives the latest
+// checkpoint and the inclusion proofs of the entries it covers.
+type Log interface {
+	Append(ctx context.Context, leaves ...evidence.Hash) ([]uint64, error)
+	Size(ctx context.Context) (uint64, error)
+	Leaves(ctx context.Context, from, to uint64) ([]evidence.Hash, error)
+	Prove(ctx context.Context, indices []uint64) (evlog.Checkpoint, [][]evidence.Hash, error)
+}
+
+var _ Log = (*evlog.Log)(nil)
+
+// update runs fn as one step: it commits fn's transaction, then appends the notes fn stored to
+// the evidence log, and returns once they are durably sequenced, so that nothing is acknowledged
+// before it is both stored and logged. If the append fails the step is committed but reported as
+// failed: the client retries, and Backfill logs the notes later.
+func (a *Agent) update(ctx context.Context, fn func(store.Tx) error) error {
+	var added []store.Evidence
+	err := a.st.Update(ctx, func(tx store.Tx) error {
+		added = added[:0]
+		return fn(loggedTx{Tx: tx, added: &added})
+	})
+	if err != nil {
+		return err
+	}
+	return a.publish(ctx, added)
+}
+
+// loggedTx remembers the notes a step stores, for update to append once they are committed.
+type loggedTx struct {
+	store.Tx
+	added *[]store.Evidence
+}
+
+func (t loggedTx) AddEvidence(l evidence.Label, n *evidence.Note) (store.Evidence, error) {
+	e, err := t.Tx.AddEvidence(l, n)
+	if err == nil {
+		*t.added = append(*t.added, e)
+	}
+	return e, err
+}
+
+// publish appends stored notes to the log and has their indices recorded.
+func (a *Agent) publish(ctx context.Context, es []store.Evidence) error {
+	if a.settings.Log == nil || len(es) == 0 {
+		return nil
+	}
+	leaves := make([]evidence.Hash, len(es))
+	for i, e := range es {
+		leaves[i] = e.Leaf
+	}
+	idx, err := a.settings.Log.Append(ctx, leaves...)
+	if err != nil {
+		return fmt.Errorf("agent: evidence log: %w", err)
+	}
+	entries := make([]logEntry, len(es))
+	for i, e := range es {
+		entries[i] = logEntry{e.Seq, idx[i]}
+	}
+	a.book.record(entries)
+	return nil
+}
+
+// logbookDelay is how long the logbook gathers indices before it writes them: under load, one
+// commit records the indices of many steps instead of one commit per step competing with the
+// steps' own for the store's writer. A checkpoint covering them is not published sooner anyway.
+const logbookDelay = 50 * time.Millisecond
+
+// logEntry is a stored note's place in the log.
+type logEntry struct {
+	seq   int64
+	index uint64
+}
+
+// logbook writes the log index of appended notes into the store after the fact, many per
+// transaction, so that a step does not pay a second commit. An index lost in a crash is found
+// again in the log by RecoverLog.
+type logbook struct {
+	st      store.Store
+	log     *slog.Logger
+	mu      sync.Mutex
+	pending []logEntry
+	running bool
+	idle    chan struct{} // closed when no goroutine is writing
+}
+
+func newLogbook(st store.Store, log *slog.Logger) *logbook {
+	idle := make(chan struct{})
+	close(idle)
+	return &logbook{st: st, log: log, idle: idle}
+}
+
+func (b *logbook) record(es []logEntry) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pending = append(b.pending, es...)
+	if b.running {
+		return
+	}
+	b.running, b.idle = true, make(chan struct{})
+	go b.run(b.idle)
+}
+
+func (b *logbook) run(idle chan struct{}) {
+	for {
+		time.Sleep(logbookDelay)
+		b.mu.Lock()
+		batch := b.pending
+		b.pending = nil
+		if len(batch) == 0 {
+			b.running = false
+			close(idle)
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := b.st.Update(ctx, func(tx store.Tx) error { return b.write(tx, batch) })
+		cancel()
+		if err != nil {
+			b.log.Error("agent: recording where notes are in the evidence log failed; the next start finds them in the log",
+				"notes", len(batch), "err", err)
+		}
+	}
+}
+
+func (b *logbook) write(tx store.Tx, es []logEntry) error {
+	for _, e := range es {
+		err := tx.SetLogIndex(e.seq, e.index)
+		if errors.Is(err, store.ErrDuplicate) {
+			// The log holds the note twice (an append repeated across a crash): the first stays.
+			b.log.Warn("agent: a note is in the evidence log twice", "seq", e.seq, "index", e.index, "err", err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wait returns once every index recorded so far is written (or its write failed).
+func (b *logbook) wait(ctx context.Context) error {
+	b.mu.Lock()
+	idle := b.idle
+	b.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Flush waits until the store records the log index of every note appended so far. Call it
+// before closing the store.
+func (a *Agent) Flush(ctx context.Context) error { return a.book.wait(ctx) }
+
+// backfillBatch is how many notes Backfill appends at once.
+const backfillBatch = 1024
+
+// RecoverLog makes the store and the log agree again after a crash. Run it at start, before the
+// agent serves. It first records the index of each entry the log holds whose index the store did
+// not record (the process died between an append and its record), so that those notes are not
+// appended twice; then Backfill appends the notes the log does not hold (the process died
+// between a step's commit and its append). It returns how many of each it found.
+func (a *Agent) RecoverLog(ctx context.Context) (recorded, appended int, err error) {
+	if a.settings.Log == nil {
+		return 0, 0, nil
+	}
+	if recorded, err = a.recordUnrecorded(ctx); err != nil {
+		return recorded, 0, err
+	}
+	appended, err = a.Backfill(ctx)
+	return recorded, appended, err
+}
+
+// recordUnrecorded finds the log entries whose index the store lacks and records them. Those
+// are the last ones appended before a crash, so it reads only the end of the log: from the
+// lowest position below which the store records every entry.
+func (a *Agent) recordUnrecorded(ctx context.Context) (int, error) {
+	size, err := a.settings.Log.Size(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var logged, beyond int64
+	err = a.st.View(ctx, func(tx store.Tx) (err error) {
+		if logged, err = tx.CountLogged(0); err != nil {
+			return err
+		}
+		beyond, err = tx.CountLogged(size)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if beyond > 0 {
+		return 0, fmt.Errorf("agent: the store records %d notes at log indices past the log's %d entries: the evidence log lost entries; restore its directory from a backup", beyond, size)
+	}
+	missing := int64(size) - logged
+	if missing <= 0 {
+		return 0, nil
+	}
+	// Widen [from, size) until it holds every unrecorded entry.
+	from, span := uint64(0), uint64(missing)
+	for span < size {
+		from = size - span
+		var n int64
+		if err := a.st.View(ctx, func(tx store.Tx) (err error) { n, err = tx.CountLogged(from); return err }); err != nil {
+			return 0, err
+		}
+		if int64(size-from)-n == missing {
+			break
+		}
+		from, span = 0, span*2
+	}
+	recorded := 0
+	for start := from; start < size; start += backfillBatch {
+		end := min(start+backfillBatch, size)
+		leaves, err := a.settings.Log.Leaves(ctx, start, end)
+		if err != nil {
+			return recorded, err
+		}
+		err = a.st.Update(ctx, func(tx store.Tx) error {
+			for i, leaf := range leaves {
+				index := start + uint64(i)
+				e, err := tx.EvidenceByLeaf(leaf)
+				if errors.Is(err, store.ErrNotFound) {
+					a.logger().Warn("agent: the evidence log holds an entry the store has no note for", "index", index, "leaf", leaf)
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if e.Logged {
+					if e.LogIndex != index {
+						a.logger().Warn("agent: a note is in the evidence log twice", "seq", e.Seq, "index", e.LogIndex, "again", index)
+					}
+					continue
+				}
+				if err := tx.SetLogIndex(e.Seq, index); err != nil {
+					return err
+				}
+				recorded++
+			}
+			return nil
+		})
+		if err != nil {
+			return recorded, err
+		}
+	}
+	return recorded, nil
+}
+
+// Backfill appends every stored note the log does not hold yet, in storage order, and records
+// their indices; it returns how many it appended. Notes a step is appending at the same moment
+// are not appended twice (the log gives their first index back), so it is safe to run at any
+// time; at start, run RecoverLog instead.
+func (a *Agent) Backfill(ctx context.Context) (int, error) {
+	if a.settings.Log == nil {
+		return 0, nil
+	}
+	appended := 0
+	done := map[int64]bool{} // notes appended by this call: one still unlogged means recording fails
+	for {
+		var es []store.Evidence
+		if err := a.st.View(ctx, func(tx store.Tx) (err error) { es, err = tx.UnloggedEvidence(backfillBatch); return err }); err != nil {
+			return appended, err
+		}
+		if len(es) == 0 {
+			return appended, nil
+		}
+		leaves := make([]evidence.Hash, len(es))
+		for i, e := range es {
+			if done[e.Seq] {
+				return appended, fmt.Errorf("agent: backfill the evidence log: note %d stays unlogged after its append", e.Seq)
+			}
+			done[e.Seq] = true
+			leaves[i] = e.Leaf
+		}
+		idx, err := a.settings.Log.Append(ctx, leaves...)
+		if err != nil {
+			return appended, fmt.Errorf("agent: backfill the evidence log: %w", err)
+		}
+		entries := make([]logEntry, len(es))
+		for i, e := range es {
+			entries[i] = logEntry{e.Seq, idx[i]}
+		}
+		if err := a.st.Update(ctx, func(tx store.Tx) error { return a.book.write(tx, entries) }); err != nil {
+			return appended, err
+		}
+		appended += len(es)
+	}
+}
+
+// Prove sets the bundle's checkpoint to the log's latest and gives each of its notes that the
+// checkpoint covers an inclusion proof, replacing what the bundle carried. Notes this agent did
+// not store, or has not logged yet, get none; a bundle with none gets no checkpoint either.
+func (a *Agent) Prove(ctx context.Context, b *evidence.Bundle) error {
+	if a.settings.Log == nil {
+		return nil
+	}
+	var pos []int
+	var indices []uint64
+	err := a.st.View(ctx, func(tx store.Tx) error {
+		for i, n := range b.Notes {
+			e, err := tx.EvidenceByLeaf(n.Leaf())
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if e.Logged {
+				pos, indices = append(pos, i), append(indices, e.LogIndex)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b.Checkpoint, b.Proofs = nil, nil
+	if len(indices) == 0 {
+		return nil
+	}
+	cp, proofs, err := a.settings.Log.Prove(ctx, indices)
+	if err != nil {
+		return fmt.Errorf("agent: log proofs for %s: %w", b.Label, err)
+	}
+	for k, p := range proofs {
+		if p != nil {
+			b.Proofs = append(b.Proofs, evidence.Proof{Note: pos[k], Index: indices[k], Hashes: p})
+		}
+	}
+	if len(b.Proofs) > 0 {
+		b.Checkpoint = cp.Raw
+	}
+	return nil
+}
+
+func (a *Agent) logger() *slog.Logger {
+	if a.settings.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.settings.Logger
+}
