@@ -10,6 +10,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"certmail/evidence"
+	"certmail/protocol"
 	"certmail/store"
 )
 
@@ -80,19 +81,6 @@ func VerifierKeyFor(address string, pub []byte) (string, error) {
 	return vkey, nil
 }
 
-// codType is the certificate of delivery each CEM mode has the recipient sign.
-func codType(p evidence.Protocol) evidence.Type {
-	switch p {
-	case evidence.CEM:
-		return evidence.CODBasic
-	case evidence.CEMNSR:
-		return evidence.CODNSR
-	case evidence.CEMIP:
-		return evidence.CODIP
-	}
-	return ""
-}
-
 // CODText returns the body of the certificate of delivery the recipient of tok's item signs to
 // accept it: the canonical record (COD, COD-NSR or COD-IP as the mode requires) naming this agent,
 // the label, the recipient and the content or commitment, timed now. A client signs exactly
@@ -107,7 +95,7 @@ func (a *Agent) CODText(ctx context.Context, tok string) ([]byte, error) {
 	if v := viewOf(it, now); v.Why != "" {
 		return nil, refuse(KindGone, "%s", v.Why)
 	}
-	r := &evidence.Record{Type: codType(it.Protocol), Label: it.Label, Agent: a.Name(), Recipient: it.Recipient, Time: now}
+	r := &evidence.Record{Type: protocol.CODType(it.Protocol), Label: it.Label, Agent: a.Name(), Recipient: it.Recipient, Time: now}
 	switch r.Type {
 	case evidence.CODBasic:
 		r.Content = it.Content

@@ -9,6 +9,7 @@ import (
 
 	"certmail/evidence"
 	"certmail/password"
+	"certmail/protocol"
 	"certmail/store"
 )
 
@@ -203,7 +204,7 @@ func (a *Agent) checkCOD(ctx context.Context, it store.Item, raw []byte, now tim
 		return nil, refuse(KindInvalid, "certificate of delivery: %v", err)
 	}
 	r := n.Record
-	want := codType(it.Protocol)
+	want := protocol.CODType(it.Protocol)
 	switch {
 	case r.Type != want:
 		return nil, refuse(KindInvalid, "certificate of delivery: a %s, but mode %s needs a %s", r.Type, it.Protocol, want)

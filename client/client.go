@@ -1,9 +1,10 @@
-// Package client is a Go client of the delivery agent's HTTP API (/api/v1, DESIGN.md §7): a
-// sender submits messages, follows them and fetches their bundles. `certmail send` and
-// `certmail status` are thin shells around it.
+// Package client is a Go client of the delivery agent's HTTP API (/api/v1, DESIGN.md §7), in
+// the documents of package api. A sender submits messages, follows them and fetches their
+// bundles; a recipient picks an item up through the link of its notification (Pickup).
+// `certmail send`, `certmail status` and `certmail pickup` are thin shells around it.
 //
-// Errors the agent answers are *Problem values (RFC 9457 problem+json), so a caller can tell a
-// refusal it must act on from a transport failure, and a refused submission names its NAC.
+// Errors the agent answers are *api.Problem values (RFC 9457 problem+json), so a caller can tell
+// a refusal it must act on from a transport failure, and a refused submission names its NAC.
 package client
 
 import (
@@ -19,11 +20,15 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"certmail/api"
 )
 
-// Client talks to one agent as one sender.
+// Client talks to one agent, as one sender or as nobody in particular (a recipient, whose
+// pickup link is the credential).
 type Client struct {
 	base     string // e.g. https://localhost:8443, no trailing slash
 	user     string
@@ -34,7 +39,7 @@ type Client struct {
 // Options say where the agent is and who is asking.
 type Options struct {
 	Server   string // the agent's public URL
-	User     string // the sender's address
+	User     string // the sender's address; none for a recipient's pickup
 	Password string
 	// CAFile, when set, is a PEM file of certificates trusted besides the system's: the agent's
 	// local CA (certmail-data/ca.crt) for an agent that serves with its own.
@@ -50,16 +55,9 @@ func New(o Options) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
+		pool, err := trust(o.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("trusted certificates: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("trusted certificates: %s holds no PEM certificate", o.CAFile)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
@@ -71,165 +69,116 @@ func New(o Options) (*Client, error) {
 		http: &http.Client{Transport: tr, Timeout: timeout}}, nil
 }
 
-// Problem is a refusal the agent answered with problem+json.
-type Problem struct {
-	Type   string `json:"type"` // urn:certmail:problem:CODE
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	// NAC is the label of the signed notice of non-acceptance that records a refused submission,
-	// and NACBundle the URL of its bundle.
-	NAC       string `json:"nac,omitempty"`
-	NACBundle string `json:"nac_bundle_url,omitempty"`
-}
-
-func (p *Problem) Error() string {
-	s := fmt.Sprintf("%s (%d): %s", p.Title, p.Status, p.Detail)
-	if p.NAC != "" {
-		s += fmt.Sprintf("; the refusal is recorded by NAC %s", p.NAC)
+// trust is the system's roots and the certificates of the PEM file caFile.
+func trust(caFile string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
 	}
-	return s
-}
-
-// Code is the problem's code: size, option, sender, auth, not-found…
-func (p *Problem) Code() string { return strings.TrimPrefix(p.Type, "urn:certmail:problem:") }
-
-// Message is a message to compose and submit (POST /api/v1/messages, application/json).
-type Message struct {
-	To          []string     `json:"to"`
-	Subject     string       `json:"subject,omitempty"`
-	Text        string       `json:"text,omitempty"`
-	Attachments []Attachment `json:"attachments,omitempty"`
-	Mode        string       `json:"mode,omitempty"`     // cem-ip (default), cem-nsr, cem
-	Deadline    string       `json:"deadline,omitempty"` // RFC 3339, or a duration: 48h, 7d
-	Receipt     string       `json:"receipt,omitempty"`  // full, short, summary
-	Notify      string       `json:"notify,omitempty"`
-	Password    string       `json:"password,omitempty"` // the message password the recipient must give
-	Hint        string       `json:"hint,omitempty"`
-}
-
-// Attachment is a file sent with a Message.
-type Attachment struct {
-	Name        string `json:"name"`
-	ContentType string `json:"content_type,omitempty"`
-	Data        []byte `json:"data"`
-}
-
-// Submitted is the agent's answer to a submission: one certified item per recipient.
-type Submitted struct {
-	Submission string   `json:"submission"`
-	Messages   []Posted `json:"messages"`
-}
-
-// Posted is one recipient's item, with its signed certificate of posting.
-type Posted struct {
-	Label     string `json:"label"`
-	Recipient string `json:"recipient"`
-	COP       string `json:"cop"`
-	StatusURL string `json:"status_url"`
-	BundleURL string `json:"bundle_url"`
-}
-
-// Status is an item and its timeline (GET /api/v1/messages/{label}).
-type Status struct {
-	Label      string  `json:"label"`
-	Submission string  `json:"submission"`
-	Sender     string  `json:"sender"`
-	Recipient  string  `json:"recipient"`
-	Subject    string  `json:"subject"`
-	Mode       string  `json:"mode"`
-	State      string  `json:"state"`
-	Submitted  string  `json:"submitted"`
-	Updated    string  `json:"updated"`
-	Deadline   string  `json:"deadline"`
-	Size       int64   `json:"size"`
-	Content    string  `json:"content"`
-	Commitment string  `json:"commitment"`
-	Retrievals int     `json:"retrievals"`
-	Events     []Event `json:"events"`
-	BundleURL  string  `json:"bundle_url"`
-}
-
-// Event is one line of a timeline.
-type Event struct {
-	Time string `json:"time"`
-	Type string `json:"type"`
-	Says string `json:"says"`
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	return pool, nil
 }
 
 // Send composes and submits m. It returns once the agent has stored the message and signed
 // its certificates of posting.
-func (c *Client) Send(ctx context.Context, m Message) (*Submitted, error) {
+func (c *Client) Send(ctx context.Context, m api.Message) (*api.Submitted, error) {
 	body, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
-	var out Submitted
-	return &out, c.do(ctx, http.MethodPost, "/api/v1/messages", "application/json", body, http.StatusCreated, &out)
+	var out api.Submitted
+	return &out, c.do(ctx, request{method: http.MethodPost, path: "/api/v1/messages", contentType: "application/json", body: body,
+		auth: true, want: []int{http.StatusCreated}}, &out)
 }
 
 // SendMessage submits a whole RFC 5322 message as it is. With to, the recipients are those and
 // not the message's To, Cc and Bcc.
-func (c *Client) SendMessage(ctx context.Context, eml []byte, to []string) (*Submitted, error) {
+func (c *Client) SendMessage(ctx context.Context, eml []byte, to []string) (*api.Submitted, error) {
 	path := "/api/v1/messages"
 	if len(to) > 0 {
 		path += "?to=" + url.QueryEscape(strings.Join(to, ","))
 	}
-	var out Submitted
-	return &out, c.do(ctx, http.MethodPost, path, "message/rfc822", eml, http.StatusCreated, &out)
+	var out api.Submitted
+	return &out, c.do(ctx, request{method: http.MethodPost, path: path, contentType: "message/rfc822", body: eml,
+		auth: true, want: []int{http.StatusCreated}}, &out)
 }
 
 // Status returns an item and its timeline.
-func (c *Client) Status(ctx context.Context, label string) (*Status, error) {
-	var out Status
-	return &out, c.do(ctx, http.MethodGet, "/api/v1/messages/"+url.PathEscape(label), "", nil, http.StatusOK, &out)
+func (c *Client) Status(ctx context.Context, label string) (*api.Status, error) {
+	var out api.Status
+	return &out, c.do(ctx, request{method: http.MethodGet, path: "/api/v1/messages/" + url.PathEscape(label), auth: true}, &out)
 }
 
 // Retract withdraws an item nobody has picked up yet.
-func (c *Client) Retract(ctx context.Context, label string) (*Status, error) {
-	var out Status
-	return &out, c.do(ctx, http.MethodPost, "/api/v1/messages/"+url.PathEscape(label)+"/retract", "", nil, http.StatusOK, &out)
+func (c *Client) Retract(ctx context.Context, label string) (*api.Status, error) {
+	var out api.Status
+	return &out, c.do(ctx, request{method: http.MethodPost, path: "/api/v1/messages/" + url.PathEscape(label) + "/retract", auth: true}, &out)
 }
 
 // Bundle returns the bundle of an item (or of a NAC), with the message, as `certmail verify`
 // reads it.
 func (c *Client) Bundle(ctx context.Context, label string) ([]byte, error) {
 	var out []byte
-	return out, c.do(ctx, http.MethodGet, "/api/v1/messages/"+url.PathEscape(label)+"/bundle", "", nil, http.StatusOK, &out)
+	return out, c.do(ctx, request{method: http.MethodGet, path: "/api/v1/messages/" + url.PathEscape(label) + "/bundle", auth: true}, &out)
 }
 
 // maxAnswer bounds what the client reads of one answer: a bundle carries the message, which
 // the agent bounds well below this.
 const maxAnswer = 256 << 20
 
-// do sends one request and decodes the answer into out: JSON into a struct, raw into *[]byte.
-func (c *Client) do(ctx context.Context, method, path, contentType string, body []byte, want int, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+// request is one call of the API.
+type request struct {
+	method, path string
+	contentType  string // of body
+	body         []byte
+	auth         bool  // send the sender's credentials (HTTP Basic)
+	want         []int // the statuses of success; none means 200
+}
+
+// do sends one request and decodes the answer into out: JSON into a struct, raw into *[]byte,
+// nothing for nil. Any other status is an error: the agent's *api.Problem when it sent one.
+func (c *Client) do(ctx context.Context, r request, out any) error {
+	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.path, bytes.NewReader(r.body))
 	if err != nil {
 		return err
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+	if r.contentType != "" {
+		req.Header.Set("Content-Type", r.contentType)
 	}
-	req.SetBasicAuth(c.user, c.password)
+	if r.auth {
+		req.SetBasicAuth(c.user, c.password)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, c.base+path, err)
+		return fmt.Errorf("cannot reach the agent: %w", err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return fmt.Errorf("%s %s: reading the answer: %w", method, c.base+path, err)
+		return fmt.Errorf("%s %s: reading the answer: %w", r.method, c.base+r.path, err)
 	}
-	if resp.StatusCode != want {
+	want := r.want
+	if len(want) == 0 {
+		want = []int{http.StatusOK}
+	}
+	if !slices.Contains(want, resp.StatusCode) {
 		return answerError(resp, data)
 	}
-	if raw, ok := out.(*[]byte); ok {
-		*raw = data
+	switch out := out.(type) {
+	case nil:
+		return nil
+	case *[]byte:
+		*out = data
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: the answer is not the JSON expected: %w", method, c.base+path, err)
+		return fmt.Errorf("%s %s: the answer is not the JSON expected: %w", r.method, c.base+r.path, err)
 	}
 	return nil
 }
@@ -238,7 +187,7 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 func answerError(resp *http.Response, data []byte) error {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == "application/problem+json" {
-		var p Problem
+		var p api.Problem
 		if err := json.Unmarshal(data, &p); err == nil && p.Type != "" {
 			return &p
 		}
@@ -252,6 +201,6 @@ func answerError(resp *http.Response, data []byte) error {
 
 // IsProblem reports whether err is the agent's refusal with the given code.
 func IsProblem(err error, code string) bool {
-	var p *Problem
+	var p *api.Problem
 	return errors.As(err, &p) && p.Code() == code
 }

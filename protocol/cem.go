@@ -19,15 +19,18 @@ import (
 // claim holds "as far as this bundle shows". JudgeAt passes the arbiter's time instead.
 func judgeCEM(c *evidence.Checked, p evidence.Protocol, now time.Time) { weighCEM(c, p, now) }
 
-// cemCODType is the certificate of delivery each variant has B sign (PROTOCOLS.md §1).
-func cemCODType(p evidence.Protocol) evidence.Type {
+// CODType is the certificate of delivery each CEM variant has B sign (PROTOCOLS.md §1), or ""
+// for a protocol of another family, which has none.
+func CODType(p evidence.Protocol) evidence.Type {
 	switch p {
 	case evidence.CEM:
 		return evidence.CODBasic
 	case evidence.CEMNSR:
 		return evidence.CODNSR
+	case evidence.CEMIP:
+		return evidence.CODIP
 	}
-	return evidence.CODIP
+	return ""
 }
 
 // cemCase is what the judge found in one bundle: the certificate of posting every other note
@@ -244,7 +247,7 @@ func weighCEM(c *evidence.Checked, p evidence.Protocol, now time.Time) *cemCase 
 				cs.key = r
 			}
 		case evidence.CODBasic, evidence.CODNSR, evidence.CODIP: // seed 001 §4.3-4.5 step 6
-			if want := cemCODType(p); r.Type != want {
+			if want := CODType(p); r.Type != want {
 				w.fail(g, "protocol", "a %s certifies delivery under %s; under %s the recipient signs %s", r.Type, protocolOfType(r.Type), p, want)
 				continue
 			}
@@ -380,7 +383,7 @@ func cemOutcome(v *evidence.Verdict, cs *cemCase, now time.Time) {
 	acc := cs.accepted()
 	switch {
 	case cs.rod != nil && acc == nil:
-		v.Fail(0, evidence.ROD, "delivery", "the report of delivery comes without the recipient's certificate of delivery (%s) or the agent's attestation (DLV)", cemCODType(v.Protocol))
+		v.Fail(0, evidence.ROD, "delivery", "the report of delivery comes without the recipient's certificate of delivery (%s) or the agent's attestation (DLV)", CODType(v.Protocol))
 		v.Outcome = evidence.OutcomePosted
 		v.Summary = fmt.Sprintf("posted: %s reports delivery to %s, but nothing shows that %s accepted the message", cs.pn(), b, b)
 	case cs.rod != nil && before(cs.rod.Time) && before(acc.Time):

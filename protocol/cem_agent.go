@@ -372,7 +372,7 @@ func (a *CEMAgent) accepted(now time.Time, p evidence.Protocol, m Msg) []Msg {
 		}
 		cod, r := notes[0], notes[0].Record
 		keys, _ := evidence.NewKeys(acct.Key)
-		if r.Type != cemCODType(p) || r.Label != l || r.Agent != a.me || r.Recipient != c.Recipient ||
+		if r.Type != CODType(p) || r.Label != l || r.Agent != a.me || r.Recipient != c.Recipient ||
 			p == evidence.CEM && r.Content != c.Content || p == evidence.CEMIP && r.Commitment != h.ntf.Record.Commitment ||
 			r.Time.After(now) || h.key == nil || r.Time.Before(h.key.Record.Time) || cod.Verify(keys) != nil {
 			return nil
@@ -498,7 +498,7 @@ func (a *CEMAgent) reported(now time.Time, p evidence.Protocol, m Msg) []Msg {
 	var support []evidence.Type
 	switch r.Type {
 	case evidence.ROD:
-		support = []evidence.Type{evidence.ACK, evidence.NTF, evidence.KEY, cemCODType(p), evidence.DLV}
+		support = []evidence.Type{evidence.ACK, evidence.NTF, evidence.KEY, CODType(p), evidence.DLV}
 	case evidence.NDN, evidence.REJ:
 		support = []evidence.Type{evidence.ACK}
 	default:

@@ -187,7 +187,7 @@ func (b *CEMRecipient) acceptance(now time.Time, p evidence.Protocol, ntf *evide
 	if b.cfg.Identity == nil {
 		return m, nil
 	}
-	r := &evidence.Record{Type: cemCODType(p), Label: ntf.Label, Agent: ntf.Agent, Recipient: b.Name(), Time: now}
+	r := &evidence.Record{Type: CODType(p), Label: ntf.Label, Agent: ntf.Agent, Recipient: b.Name(), Time: now}
 	switch p {
 	case evidence.CEM:
 		r.Content = ntf.Content // COD = S_B(Pn, L, M), seed 001 §4.1

@@ -11,6 +11,7 @@ import (
 
 	"certmail/account"
 	"certmail/agent"
+	"certmail/api"
 	"certmail/evidence"
 	"certmail/mailfmt"
 	"certmail/store"
@@ -151,7 +152,7 @@ func (s *Server) apiSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.submissions.Add(1)
-	resp := submitted{Messages: []posted{}}
+	resp := api.Submitted{Messages: []api.Posted{}}
 	// The submission id is for grouping; the postings stand without it should the read fail.
 	if st, err := s.ag.Status(r.Context(), u.Address, postings[0].Label); err == nil {
 		resp.Submission = st.Item.Submission
@@ -159,24 +160,11 @@ func (s *Server) apiSubmit(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("web: submission id after submit", "label", postings[0].Label, "err", err)
 	}
 	for _, p := range postings {
-		resp.Messages = append(resp.Messages, posted{Label: p.Label.String(), Recipient: p.Recipient, COP: string(p.COP.Bytes()),
+		resp.Messages = append(resp.Messages, api.Posted{Label: p.Label.String(), Recipient: p.Recipient, COP: string(p.COP.Bytes()),
 			StatusURL: s.statusURL(p.Label), BundleURL: s.statusURL(p.Label) + "/bundle"})
 	}
 	w.Header().Set("Location", resp.Messages[0].StatusURL)
 	writeJSON(w, http.StatusCreated, resp)
-}
-
-type submitted struct {
-	Submission string   `json:"submission"`
-	Messages   []posted `json:"messages"`
-}
-
-type posted struct {
-	Label     string `json:"label"`
-	Recipient string `json:"recipient"`
-	COP       string `json:"cop"` // the signed certificate of posting, as a note
-	StatusURL string `json:"status_url"`
-	BundleURL string `json:"bundle_url"`
 }
 
 func (s *Server) statusURL(l evidence.Label) string {
@@ -225,40 +213,15 @@ func (s *Server) label(w http.ResponseWriter, r *http.Request) (evidence.Label, 
 }
 
 // statusDoc is an item and its timeline, as GET /api/v1/messages/{label} returns it.
-type statusDoc struct {
-	Label      string  `json:"label"`
-	Submission string  `json:"submission"`
-	Sender     string  `json:"sender"`
-	Recipient  string  `json:"recipient"`
-	Subject    string  `json:"subject"`
-	Mode       string  `json:"mode"`
-	State      string  `json:"state"`
-	Submitted  string  `json:"submitted"`
-	Updated    string  `json:"updated"`
-	Deadline   string  `json:"deadline"`
-	Size       int64   `json:"size"`
-	Content    string  `json:"content"`    // H(M)
-	Commitment string  `json:"commitment"` // H(L,M)
-	Retrievals int     `json:"retrievals"`
-	Events     []event `json:"events"`
-	BundleURL  string  `json:"bundle_url"`
-}
-
-type event struct {
-	Time string `json:"time"`
-	Type string `json:"type"`
-	Says string `json:"says"`
-}
-
-func (s *Server) statusDoc(st agent.Status) statusDoc {
+func (s *Server) statusDoc(st agent.Status) api.Status {
 	it := st.Item
-	d := statusDoc{Label: it.Label.String(), Submission: it.Submission, Sender: it.Sender, Recipient: it.Recipient,
+	d := api.Status{Label: it.Label.String(), Submission: it.Submission, Sender: it.Sender, Recipient: it.Recipient,
 		Subject: it.Subject, Mode: string(it.Protocol), State: string(it.State), Submitted: evidence.FormatTime(it.Submitted),
 		Updated: evidence.FormatTime(it.Updated), Deadline: evidence.FormatTime(it.Deadline), Size: it.Size,
 		Content: it.Content.String(), Commitment: it.Commitment.String(), Retrievals: it.Retrievals,
-		Events: []event{}, BundleURL: s.statusURL(it.Label) + "/bundle"}
+		Events: []api.Event{}, BundleURL: s.statusURL(it.Label) + "/bundle"}
 	for _, e := range st.Events {
-		d.Events = append(d.Events, event{Time: evidence.FormatTime(e.Time), Type: e.What, Says: e.Says})
+		d.Events = append(d.Events, api.Event{Time: evidence.FormatTime(e.Time), Type: e.What, Says: e.Says})
 	}
 	return d
 }

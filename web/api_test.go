@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"certmail/account"
+	"certmail/api"
 	"certmail/evidence"
 )
 
@@ -103,12 +104,7 @@ func problem(t *testing.T, r response, status int, code string) {
 	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Fatalf("Content-Type %q: %s", ct, r)
 	}
-	var p struct {
-		Type   string `json:"type"`
-		Title  string `json:"title"`
-		Status int    `json:"status"`
-		Detail string `json:"detail"`
-	}
+	var p api.Problem
 	if err := json.Unmarshal(r.body, &p); err != nil {
 		t.Fatal(err)
 	}

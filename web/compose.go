@@ -19,33 +19,16 @@ import (
 	"unicode/utf8"
 
 	"certmail/account"
+	"certmail/api"
 	"certmail/evidence"
 	"certmail/mailfmt"
 )
 
-// jsonSubmission is the application/json form of POST /api/v1/messages. It is composed into an
-// RFC 5322 message From the authenticated sender, with the options as Certmail-* header fields,
-// and that message is checked by mailfmt.ParseSubmission like any other: one gate for every way
-// in. The option fields take the values of the headers (mailfmt.Header*): mode, deadline,
-// receipt, notify, password and hint.
-type jsonSubmission struct {
-	To          []string         `json:"to"`
-	Subject     string           `json:"subject"`
-	Text        string           `json:"text"`
-	Attachments []jsonAttachment `json:"attachments"`
-	Mode        string           `json:"mode"`
-	Deadline    string           `json:"deadline"` // RFC 3339, or a duration: 48h, 7d
-	Receipt     string           `json:"receipt"`
-	Notify      string           `json:"notify"`
-	Password    string           `json:"password"`
-	Hint        string           `json:"hint"`
-}
-
-type jsonAttachment struct {
-	Name        string `json:"name"`
-	ContentType string `json:"content_type"`
-	Data        []byte `json:"data"` // base64 (RFC 4648 §4, padded)
-}
+// jsonSubmission is the application/json form of POST /api/v1/messages (api.Message), with the
+// composer. It is composed into an RFC 5322 message From the authenticated sender, with the
+// options as Certmail-* header fields, and that message is checked by mailfmt.ParseSubmission
+// like any other: one gate for every way in.
+type jsonSubmission api.Message
 
 // decodeSubmission reads exactly one JSON object with no unknown fields.
 func decodeSubmission(body []byte) (*jsonSubmission, error) {

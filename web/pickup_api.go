@@ -11,6 +11,7 @@ import (
 	"net/http"
 
 	"certmail/agent"
+	"certmail/api"
 	"certmail/evidence"
 	"certmail/store"
 )
@@ -26,41 +27,9 @@ import (
 //	POST /api/v1/pickup/{token}/refuse       refuse
 //	GET  /api/v1/pickup/{token}/message.eml  M, once accepted (RET)
 
-// pickupDoc is the view of GET /api/v1/pickup/{token}. Never the content, nor H(M) except under
-// cem, whose notification carries M itself.
-type pickupDoc struct {
-	Label        string `json:"label"`
-	Mode         string `json:"mode"`
-	Sender       string `json:"sender"`
-	Recipient    string `json:"recipient"`
-	KeyName      string `json:"key_name"` // the name a recipient key must have (evidence.KeyName)
-	Commitment   string `json:"commitment"`
-	Content      string `json:"content,omitempty"`
-	Deadline     string `json:"deadline"`
-	State        string `json:"state"`
-	Closed       string `json:"closed,omitempty"` // why it can no longer be decided
-	NeedPassword bool   `json:"need_password"`
-	Hint         string `json:"hint,omitempty"`
-	Size         int64  `json:"size"`
-	CSRF         string `json:"csrf"`
-	MessageURL   string `json:"message_url,omitempty"` // once accepted
-}
-
-// pickupRequest is the body of every POST of the pickup API; each route reads the fields it
-// needs and refuses the others.
-type pickupRequest struct {
-	CSRF     string `json:"csrf"`
-	Password string `json:"password,omitempty"`
-	// key: the recipient's key, as a signed-note verifier key (certmail keygen's .pub) or as a
-	// raw Ed25519 public key, base64 (WebCrypto's exportKey "raw").
-	VerifierKey string `json:"verifier_key,omitempty"`
-	PublicKey   []byte `json:"public_key,omitempty"`
-	// accept: the signed certificate of delivery as a whole note, or its text (from /cod) and the
-	// raw Ed25519 signature of that text, base64.
-	COD       string `json:"cod,omitempty"`
-	CODText   string `json:"cod_text,omitempty"`
-	Signature []byte `json:"signature,omitempty"`
-}
+// pickupRequest is the body of every POST of the pickup API (api.PickupRequest); each route
+// reads the fields it needs and refuses the others.
+type pickupRequest api.PickupRequest
 
 // decodePickupRequest reads a pickup POST body strictly: one JSON object of known fields.
 func decodePickupRequest(body []byte) (pickupRequest, error) {
@@ -83,8 +52,9 @@ func decodePickupRequest(body []byte) (pickupRequest, error) {
 	return p, nil
 }
 
-func (s *Server) pickupDoc(tok string, v agent.PickupView) pickupDoc {
-	d := pickupDoc{Label: v.Label.String(), Mode: string(v.Protocol), Sender: v.Sender, Recipient: v.Recipient,
+// pickupDoc is the view of GET /api/v1/pickup/{token}.
+func (s *Server) pickupDoc(tok string, v agent.PickupView) api.PickupView {
+	d := api.PickupView{Label: v.Label.String(), Mode: string(v.Protocol), Sender: v.Sender, Recipient: v.Recipient,
 		Commitment: v.Commitment.String(), Deadline: evidence.FormatTime(v.Deadline), State: string(v.State),
 		Closed: v.Why, NeedPassword: v.NeedPassword, Hint: v.Hint, Size: v.Size, CSRF: s.csrfToken(pickupScope(tok))}
 	d.KeyName, _ = evidence.KeyName(v.Recipient)
@@ -133,14 +103,6 @@ func (s *Server) pickupPost(w http.ResponseWriter, r *http.Request, tok string) 
 	return p, true
 }
 
-// enrolDoc answers POST /api/v1/pickup/{token}/key.
-type enrolDoc struct {
-	Address   string `json:"address"`
-	Key       string `json:"key"`
-	New       bool   `json:"new"`                  // false: this key was registered already
-	KeyRecord string `json:"key_record,omitempty"` // the KEY record signed now
-}
-
 // apiPickupKey is POST /api/v1/pickup/{token}/key: the recipient enrols the key it will sign
 // its certificate of delivery with (agent.EnrolKey says on what ground).
 func (s *Server) apiPickupKey(w http.ResponseWriter, r *http.Request) {
@@ -174,19 +136,12 @@ func (s *Server) apiPickupKey(w http.ResponseWriter, r *http.Request) {
 		s.pickupAPIError(w, r, tok, err)
 		return
 	}
-	d := enrolDoc{Address: e.Address, Key: e.Key, New: e.New}
+	d := api.Enrolment{Address: e.Address, Key: e.Key, New: e.New}
 	status := http.StatusOK
 	if e.New {
 		d.KeyRecord, status = string(e.Record.Bytes()), http.StatusCreated
 	}
 	writeJSON(w, status, d)
-}
-
-// codDoc answers GET /api/v1/pickup/{token}/cod.
-type codDoc struct {
-	Type   string `json:"type"`
-	Signer string `json:"signer"` // the key name whose signature the agent accepts
-	Text   string `json:"text"`   // sign exactly these bytes (UTF-8), as the note's text
 }
 
 // apiPickupCOD is GET /api/v1/pickup/{token}/cod.
@@ -202,16 +157,7 @@ func (s *Server) apiPickupCOD(w http.ResponseWriter, r *http.Request) {
 		s.apiError(w, r, fmt.Errorf("web: the agent's COD text does not parse: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, codDoc{Type: string(rec.Type), Signer: rec.SignerNames()[0], Text: string(text)})
-}
-
-// decisionDoc answers an acceptance or refusal: the item's new state and the evidence it gave.
-type decisionDoc struct {
-	Label       string   `json:"label"`
-	State       string   `json:"state"`
-	Recorded    []string `json:"recorded"`              // evidence types signed by this decision
-	Attestation string   `json:"attestation,omitempty"` // recipient-signed or agent-attested
-	MessageURL  string   `json:"message_url,omitempty"`
+	writeJSON(w, http.StatusOK, api.COD{Type: string(rec.Type), Signer: rec.SignerNames()[0], Text: string(text)})
 }
 
 // apiPickupAccept is POST /api/v1/pickup/{token}/accept. With a certificate of delivery (a whole
@@ -250,7 +196,7 @@ func (s *Server) apiPickupAccept(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.acceptances.Add(1)
-	d := decisionDoc{Label: v.Label.String(), State: string(v.State), Attestation: string(evidence.AgentAttested),
+	d := api.Decision{Label: v.Label.String(), State: string(v.State), Attestation: string(evidence.AgentAttested),
 		MessageURL: s.cfg.PublicURL + "/api/v1/pickup/" + tok + "/message.eml"}
 	if cod != nil {
 		n, _ := evidence.ParseNote(cod) // Accept parsed it
@@ -281,7 +227,7 @@ func (s *Server) apiPickupRefuse(w http.ResponseWriter, r *http.Request) {
 		s.pickupAPIError(w, r, tok, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, decisionDoc{Label: v.Label.String(), State: string(v.State), Recorded: []string{string(evidence.REJ)}})
+	writeJSON(w, http.StatusOK, api.Decision{Label: v.Label.String(), State: string(v.State), Recorded: []string{string(evidence.REJ)}})
 }
 
 // apiPickupMessage is GET /api/v1/pickup/{token}/message.eml: M, byte for byte, once accepted.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"certmail/api"
 	"certmail/evidence"
 	"certmail/protocol"
 )
@@ -28,29 +29,13 @@ func (w *world) pickupAPI(t *testing.T, to string) pickupAPI {
 	return pickupAPI{w: w, base: w.srv.URL + "/api/v1/pickup/" + tok, tok: tok}
 }
 
-type pickupView struct {
-	Label        string `json:"label"`
-	Mode         string `json:"mode"`
-	Sender       string `json:"sender"`
-	Recipient    string `json:"recipient"`
-	KeyName      string `json:"key_name"`
-	Commitment   string `json:"commitment"`
-	Content      string `json:"content"`
-	State        string `json:"state"`
-	Closed       string `json:"closed"`
-	NeedPassword bool   `json:"need_password"`
-	Hint         string `json:"hint"`
-	CSRF         string `json:"csrf"`
-	MessageURL   string `json:"message_url"`
-}
-
-func (p pickupAPI) view(t *testing.T) pickupView {
+func (p pickupAPI) view(t *testing.T) api.PickupView {
 	t.Helper()
 	r := p.w.get(t, p.base)
 	if r.status != 200 || r.header.Get("Content-Type") != "application/json" {
 		t.Fatalf("view: %s", r)
 	}
-	var v pickupView
+	var v api.PickupView
 	if err := json.Unmarshal(r.body, &v); err != nil {
 		t.Fatal(err)
 	}
@@ -71,11 +56,7 @@ func (p pickupAPI) post(t *testing.T, path string, body any) response {
 // problemOf checks that r is problem+json with this status and code, and returns its detail.
 func problemOf(t *testing.T, r response, status int, code string) string {
 	t.Helper()
-	var d struct {
-		Type   string `json:"type"`
-		Status int    `json:"status"`
-		Detail string `json:"detail"`
-	}
+	var d api.Problem
 	if r.status != status || r.header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(r.body, &d) != nil ||
 		d.Type != "urn:certmail:problem:"+code || d.Status != status {
 		t.Fatalf("want problem %d %s, got %s", status, code, r)

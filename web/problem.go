@@ -7,27 +7,13 @@ import (
 	"net/http"
 
 	"certmail/agent"
+	"certmail/api"
 	"certmail/evidence"
 	"certmail/mailfmt"
 )
 
-// problemDoc is an RFC 9457 problem details object. Type is "urn:certmail:problem:" and a code
-// clients may rely on: mailfmt's rejection codes (size, nul, line, header, from, recipients,
-// mime, encoding, utf8, option) and this package's own (problemTitles).
-type problemDoc struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	// A refused submission is recorded by a signed NAC, mailed to the sender; its label and
-	// the URL of its bundle.
-	NAC       string `json:"nac,omitempty"`
-	NACBundle string `json:"nac_bundle_url,omitempty"`
-}
-
-const problemPrefix = "urn:certmail:problem:"
-
-// problemTitles are the titles of the codes this package adds to mailfmt's.
+// problemTitles are the titles of the problem codes (api.Problem): mailfmt's rejection codes
+// (size, nul, line, header, from, recipients, mime, encoding, utf8, option) and this package's own.
 var problemTitles = map[string]string{
 	"auth":         "Authentication required",
 	"tls":          "HTTPS required",
@@ -57,7 +43,7 @@ var problemTitles = map[string]string{
 	"not-a-route":  "Not found",
 }
 
-// problem writes an RFC 9457 problem+json response.
+// problem writes an RFC 9457 problem+json response (api.Problem).
 func (s *Server) problem(w http.ResponseWriter, r *http.Request, status int, code, detail string) {
 	s.problemNAC(w, r, status, code, detail, evidence.Label{})
 }
@@ -69,7 +55,7 @@ func (s *Server) problemNAC(w http.ResponseWriter, r *http.Request, status int, 
 		title = http.StatusText(status)
 	}
 	note(w, code)
-	doc := problemDoc{Type: problemPrefix + code, Title: title, Status: status, Detail: detail}
+	doc := api.Problem{Type: api.ProblemPrefix + code, Title: title, Status: status, Detail: detail}
 	if !nac.IsZero() {
 		doc.NAC, doc.NACBundle = nac.String(), s.statusURL(nac)+"/bundle"
 	}

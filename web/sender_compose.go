@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"certmail/agent"
+	"certmail/api"
 	"certmail/mailfmt"
 	"certmail/store"
 )
@@ -27,7 +28,7 @@ type composeForm struct {
 	Mode, Deadline    string
 	Receipt, Notify   string
 	Password, Hint    string
-	Files             []jsonAttachment
+	Files             []api.Attachment
 }
 
 // maxFormParts bounds the parts of one compose form: its ten fields and the files.
@@ -63,7 +64,7 @@ func readComposeForm(r *http.Request, max int64, w http.ResponseWriter) (*compos
 			if p.FileName() == "" && len(data) == 0 {
 				continue // the empty part a browser sends when no file was chosen
 			}
-			f.Files = append(f.Files, jsonAttachment{Name: p.FileName(), ContentType: uploadType(p), Data: data})
+			f.Files = append(f.Files, api.Attachment{Name: p.FileName(), ContentType: uploadType(p), Data: data})
 			continue
 		}
 		v := string(data)

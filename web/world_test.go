@@ -20,6 +20,7 @@ import (
 
 	"certmail/account"
 	"certmail/agent"
+	"certmail/api"
 	"certmail/evidence"
 	"certmail/evlog"
 	"certmail/mailfmt"
@@ -248,19 +249,8 @@ func (w *world) post(t *testing.T, u string, form url.Values) response {
 	return w.do(t, req)
 }
 
-type submitted struct {
-	Submission string `json:"submission"`
-	Messages   []struct {
-		Label     string `json:"label"`
-		Recipient string `json:"recipient"`
-		COP       string `json:"cop"`
-		StatusURL string `json:"status_url"`
-		BundleURL string `json:"bundle_url"`
-	} `json:"messages"`
-}
-
 // submitJSON posts a JSON submission as alice and wants 201.
-func (w *world) submitJSON(t *testing.T, v any) submitted {
+func (w *world) submitJSON(t *testing.T, v any) api.Submitted {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -269,12 +259,12 @@ func (w *world) submitJSON(t *testing.T, v any) submitted {
 	return w.created(t, w.api(t, "POST", "/api/v1/messages", alice, "application/json", b))
 }
 
-func (w *world) created(t *testing.T, r response) submitted {
+func (w *world) created(t *testing.T, r response) api.Submitted {
 	t.Helper()
 	if r.status != http.StatusCreated {
 		t.Fatalf("submission: want 201, got %s", r)
 	}
-	var s submitted
+	var s api.Submitted
 	if err := json.Unmarshal(r.body, &s); err != nil || len(s.Messages) == 0 {
 		t.Fatalf("201 body %s: %v", r.body, err)
 	}
@@ -284,19 +274,8 @@ func (w *world) created(t *testing.T, r response) submitted {
 	return s
 }
 
-type status struct {
-	Label      string `json:"label"`
-	State      string `json:"state"`
-	Deadline   string `json:"deadline"`
-	Subject    string `json:"subject"`
-	Mode       string `json:"mode"`
-	Retrievals int    `json:"retrievals"`
-	Events     []struct {
-		Time string `json:"time"`
-		Type string `json:"type"`
-		Says string `json:"says"`
-	} `json:"events"`
-}
+// status is api.Status with the test's own reading of its timeline.
+type status api.Status
 
 func (w *world) status(t *testing.T, label string) status {
 	t.Helper()

@@ -1,27 +1,20 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"crypto/ed25519"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"mime"
-	"net/http"
-	"net/url"
 	"os"
-	"regexp"
 	"strings"
-	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
-	"certmail/evidence"
+	"certmail/api"
+	"certmail/client"
 )
 
 // messageMode is the mode of a saved message: it is the recipient's private mail.
@@ -56,7 +49,7 @@ func runPickup(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(pos) != 1 {
 		return usageError(stderr, "pickup", "want exactly one pickup link, got %d arguments", len(pos))
 	}
-	api, err := pickupAPIBase(pos[0])
+	server, token, err := client.ParsePickupLink(pos[0])
 	if err != nil {
 		return usageError(stderr, "pickup", "%v", err)
 	}
@@ -80,12 +73,16 @@ func runPickup(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return usageError(stderr, "pickup", "--out: %v", err)
 		}
 	}
-	client, err := pickupClient(*caFile)
+	c, err := client.New(client.Options{Server: server, CAFile: *caFile})
 	if err != nil {
 		return usageError(stderr, "pickup", "%v", err)
 	}
-	pc := &pickupCall{api: api, http: client}
-	if err := pc.pickup(pickupJob{password: pw, hasPassword: *pwFile != "", key: key, refuse: *refuse, out: *out}, stdout); err != nil {
+	job := pickupJob{password: pw, hasPassword: *pwFile != "", key: key, refuse: *refuse, out: *out}
+	if err := job.run(context.Background(), c.Pickup(token), stdout); err != nil {
+		var p *api.Problem
+		if errors.As(err, &p) {
+			err = fmt.Errorf("the agent refused (%d): %s", p.Status, p.Detail)
+		}
 		fmt.Fprintf(stderr, "certmail pickup: %v\n", err)
 		var u usageErr
 		if errors.As(err, &u) {
@@ -100,24 +97,6 @@ func runPickup(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 type usageErr struct{ msg string }
 
 func (e usageErr) Error() string { return e.msg }
-
-var pickupPathRE = regexp.MustCompile(`^/pickup/([A-Za-z0-9_-]{16,128})/?$`)
-
-// pickupAPIBase turns a pickup link (https://host/pickup/TOKEN) into the base of its API.
-func pickupAPIBase(link string) (string, error) {
-	u, err := url.Parse(link)
-	if err != nil {
-		return "", fmt.Errorf("the link %q is not a URL", link)
-	}
-	if u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("the link %q is not an https:// link: use the link of the notification mail", link)
-	}
-	m := pickupPathRE.FindStringSubmatch(u.Path)
-	if m == nil {
-		return "", fmt.Errorf("%q is not a pickup link (https://HOST/pickup/TOKEN): was it cut short?", link)
-	}
-	return "https://" + u.Host + "/api/v1/pickup/" + m[1], nil
-}
 
 // readPassword reads the first line of a file, or of stdin for "-".
 func readPassword(path string, stdin io.Reader) (string, error) {
@@ -190,25 +169,6 @@ func parseUserKey(b []byte) (*userKey, error) {
 	return &userKey{signer: signer, verifier: vkey}, nil
 }
 
-// pickupClient trusts the system's roots and, with caFile, a local agent's CA.
-func pickupClient(caFile string) (*http.Client, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca: %s holds no PEM certificate", caFile)
-		}
-	}
-	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
-}
-
 // pickupJob is what the user asked for.
 type pickupJob struct {
 	password    string
@@ -218,33 +178,11 @@ type pickupJob struct {
 	out         string
 }
 
-// pickupCall talks to one pickup link's API (web/pickup_api.go).
-type pickupCall struct {
-	api  string
-	http *http.Client
-}
-
-// pickupView is the part of GET /api/v1/pickup/{token} this command uses.
-type pickupView struct {
-	Label        string `json:"label"`
-	Mode         string `json:"mode"`
-	Sender       string `json:"sender"`
-	Recipient    string `json:"recipient"`
-	KeyName      string `json:"key_name"`
-	Commitment   string `json:"commitment"`
-	Content      string `json:"content"`
-	Deadline     string `json:"deadline"`
-	State        string `json:"state"`
-	Closed       string `json:"closed"`
-	NeedPassword bool   `json:"need_password"`
-	Hint         string `json:"hint"`
-	Size         int64  `json:"size"`
-	CSRF         string `json:"csrf"`
-}
-
-func (pc *pickupCall) pickup(job pickupJob, stdout io.Writer) error {
-	var v pickupView
-	if err := pc.do("GET", "", nil, &v); err != nil {
+// run shows the item, then refuses it, or accepts it (signed with the key, or attested by the
+// agent) and saves the message.
+func (job pickupJob) run(ctx context.Context, p *client.Pickup, stdout io.Writer) error {
+	v, err := p.View(ctx)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "certified message from %s to %s\n  label      %s\n  mode       %s\n  commitment %s\n  decide by  %s\n  size       %d bytes\n",
@@ -252,7 +190,7 @@ func (pc *pickupCall) pickup(job pickupJob, stdout io.Writer) error {
 	switch {
 	case v.State == "delivered" && !job.refuse:
 		fmt.Fprintf(stdout, "already accepted; fetching the message again\n")
-		return pc.fetch(v, job.out, stdout)
+		return job.save(ctx, p, v, stdout)
 	case v.Closed != "":
 		return fmt.Errorf("this message can no longer be picked up: %s", v.Closed)
 	case v.NeedPassword && !job.hasPassword:
@@ -262,175 +200,66 @@ func (pc *pickupCall) pickup(job pickupJob, stdout io.Writer) error {
 		}
 		return usageErr{fmt.Sprintf("the sender protected this message with a password%s: give it with --password-file", hint)}
 	}
-	req := map[string]any{"csrf": v.CSRF}
-	if job.hasPassword {
-		req["password"] = job.password
-	}
+	req := api.PickupRequest{CSRF: v.CSRF, Password: job.password}
 	if job.refuse {
-		if err := pc.do("POST", "/refuse", req, nil); err != nil {
+		if _, err := p.Refuse(ctx, req); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "refused: the agent recorded your refusal (REJ) and tells the sender; nothing of the message was released\n")
 		return nil
 	}
-	if job.key != nil {
-		cod, err := pc.sign(v, req, job.key, stdout)
+	if k := job.key; k != nil {
+		if k.signer.Name() != v.KeyName {
+			return fmt.Errorf("the key in %s is named %s, but this message is for %s (key name %s): use that address's key", k.path, k.signer.Name(), v.Recipient, v.KeyName)
+		}
+		enrol := req
+		enrol.VerifierKey = k.verifier
+		e, err := p.EnrolKey(ctx, enrol)
 		if err != nil {
 			return err
 		}
-		req["cod"] = string(cod)
+		if e.New {
+			fmt.Fprintf(stdout, "key: enrolled %s for %s (the agent signed a KEY record)\n", k.verifier, v.Recipient)
+		} else {
+			fmt.Fprintf(stdout, "key: %s is already registered for %s\n", k.verifier, v.Recipient)
+		}
+		cod, err := p.SignCOD(ctx, v, k.signer)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "signed: %s for label %s with %s\n", cod.Record.Type, v.Label, k.signer.Name())
+		req.COD = string(cod.Bytes())
 	}
-	var d struct {
-		Recorded    []string `json:"recorded"`
-		Attestation string   `json:"attestation"`
-	}
-	if err := pc.do("POST", "/accept", req, &d); err != nil {
+	d, err := p.Accept(ctx, req)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "accepted: the agent recorded %s; the sender's evidence is %s\n", strings.Join(d.Recorded, ", "), d.Attestation)
-	return pc.fetch(v, job.out, stdout)
+	return job.save(ctx, p, v, stdout)
 }
 
-// sign enrols the key for the recipient and signs the certificate of delivery the agent gives,
-// after checking that it names this message.
-func (pc *pickupCall) sign(v pickupView, req map[string]any, key *userKey, stdout io.Writer) ([]byte, error) {
-	if key.signer.Name() != v.KeyName {
-		return nil, fmt.Errorf("the key in %s is named %s, but this message is for %s (key name %s): use that address's key", key.path, key.signer.Name(), v.Recipient, v.KeyName)
+// save fetches the message, checked against what the notification named, and saves it, even
+// when it does not match: it is the recipient's proof of what was released.
+func (job pickupJob) save(ctx context.Context, p *client.Pickup, v *api.PickupView, stdout io.Writer) error {
+	m, checked, err := p.Message(ctx, v)
+	var mismatch *client.MismatchError
+	if err != nil && !errors.As(err, &mismatch) {
+		return err
 	}
-	enrol := map[string]any{"verifier_key": key.verifier}
-	for k, x := range req {
-		enrol[k] = x
-	}
-	var e struct {
-		New bool `json:"new"`
-	}
-	if err := pc.do("POST", "/key", enrol, &e); err != nil {
-		return nil, err
-	}
-	if e.New {
-		fmt.Fprintf(stdout, "key: enrolled %s for %s (the agent signed a KEY record)\n", key.verifier, v.Recipient)
-	} else {
-		fmt.Fprintf(stdout, "key: %s is already registered for %s\n", key.verifier, v.Recipient)
-	}
-	var c struct {
-		Text string `json:"text"`
-	}
-	if err := pc.do("GET", "/cod", nil, &c); err != nil {
-		return nil, err
-	}
-	r, err := evidence.ParseRecord([]byte(c.Text))
-	if err != nil {
-		return nil, fmt.Errorf("the agent asked to sign something that is no evidence record: %v", err)
-	}
-	// Sign only a certificate of delivery for this very item.
-	ok := r.Label.String() == v.Label && r.Recipient == v.Recipient
-	switch r.Type {
-	case evidence.CODIP:
-		ok = ok && v.Mode == string(evidence.CEMIP) && r.Commitment.String() == v.Commitment
-	case evidence.CODNSR:
-		ok = ok && v.Mode == string(evidence.CEMNSR)
-	case evidence.CODBasic:
-		ok = ok && v.Mode == string(evidence.CEM) && r.Content.String() == v.Content
-	default:
-		ok = false
-	}
-	if !ok {
-		return nil, fmt.Errorf("the agent asked to sign a certificate that does not name this message; nothing was signed:\n%s", c.Text)
-	}
-	n, err := evidence.Sign(r, key.signer)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(stdout, "signed: %s for label %s with %s\n", r.Type, v.Label, key.signer.Name())
-	return n.Bytes(), nil
-}
-
-// fetch downloads M, checks it against what the recipient was notified of (PROTOCOLS.md §1
-// cem-ip: B checks the fetched M against H(L,M)), and saves it.
-func (pc *pickupCall) fetch(v pickupView, out string, stdout io.Writer) error {
-	resp, err := pc.http.Get(pc.api + "/message.eml")
-	if err != nil {
-		return fmt.Errorf("fetch the message: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return problemError(resp)
-	}
-	m, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("fetch the message: %v", err)
-	}
-	l, err := evidence.ParseLabel(v.Label)
-	if err != nil {
-		return fmt.Errorf("the agent gave label %q: %v", v.Label, err)
-	}
+	out := job.out
 	if out == "" {
-		out = l.String() + ".eml"
+		out = v.Label + ".eml"
 	}
 	if err := createFile(out, string(m), messageMode); err != nil {
 		return fmt.Errorf("the message was released but not saved: %v; fetch it again with the same link", err)
 	}
+	if mismatch != nil {
+		return fmt.Errorf("ALARM: the message saved to %s does not match %s; keep it and tell the sender", out, mismatch.Want)
+	}
 	match := ""
-	switch v.Mode {
-	case string(evidence.CEMIP):
-		if evidence.Commitment(l, m).String() != v.Commitment {
-			return fmt.Errorf("ALARM: the message saved to %s does not match the commitment %s of the notification; keep it and tell the sender", out, v.Commitment)
-		}
-		match = ", matches the commitment H(L,M)"
-	case string(evidence.CEM):
-		if evidence.Sum(m).String() != v.Content {
-			return fmt.Errorf("ALARM: the message saved to %s does not match the content hash %s; keep it and tell the sender", out, v.Content)
-		}
-		match = ", matches the content hash H(M)"
+	if checked != "" {
+		match = ", matches " + checked
 	}
 	fmt.Fprintf(stdout, "saved %s (%d bytes%s)\n", out, len(m), match)
 	return nil
-}
-
-// do makes one API call; a 2xx JSON answer is decoded into into (when not nil), anything else
-// becomes an error carrying the agent's explanation.
-func (pc *pickupCall) do(method, path string, body any, into any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, pc.api+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := pc.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the agent: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return problemError(resp)
-	}
-	if into == nil {
-		return nil
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(into); err != nil {
-		return fmt.Errorf("the agent's answer to %s %s is not the JSON expected: %v", method, path, err)
-	}
-	return nil
-}
-
-// problemError reads an RFC 9457 answer into an error a person can act on.
-func problemError(resp *http.Response) error {
-	var p struct {
-		Detail string `json:"detail"`
-	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if mt == "application/problem+json" && json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&p) == nil && p.Detail != "" {
-		return fmt.Errorf("the agent refused (%d): %s", resp.StatusCode, p.Detail)
-	}
-	return fmt.Errorf("the agent answered %s", resp.Status)
 }

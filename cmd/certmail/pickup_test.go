@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"certmail/api"
 )
 
 // submitAPI has alice submit a message to `to` through the JSON API and returns its label and
@@ -24,9 +26,7 @@ func submitAPI(t *testing.T, p *agentProc, mx *sink, to, text, password string) 
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var s struct {
-		Messages []struct{ Label string } `json:"messages"`
-	}
+	var s api.Submitted
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &s) != nil || len(s.Messages) != 1 {
 		t.Fatalf("submit: %d %s", resp.StatusCode, b)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"certmail/api"
 	"certmail/client"
 	"certmail/pki"
 )
@@ -86,8 +87,8 @@ one with 'certmail status LABEL'. A message the agent refuses is recorded by a s
 non-acceptance (NAC), whose label the error names.
 Exit status 0 when the message was certified, 1 when the agent refused it or could not be
 reached, 2 for a usage error.`+"\n"+apiEnvHelp, stderr)
-	var api apiFlags
-	api.register(flags)
+	var remote apiFlags
+	remote.register(flags)
 	var to, attach stringList
 	flags.Var(&to, "to", "a recipient `ADDRESS`; repeatable, or comma-separated")
 	subject := flags.String("subject", "", "the `SUBJECT`")
@@ -126,12 +127,12 @@ reached, 2 for a usage error.`+"\n"+apiEnvHelp, stderr)
 		*receipt != "" || *notify != "" || *msgPassword != "" || *hint != "") {
 		return usageError(stderr, "send", "--eml sends a whole message: put its options in Certmail-* header fields")
 	}
-	c, err := api.client()
+	c, err := remote.client()
 	if err != nil {
 		return usageError(stderr, "send", "%v", err)
 	}
 
-	var answer *client.Submitted
+	var answer *api.Submitted
 	if *eml != "" {
 		data, err := os.ReadFile(*eml)
 		if err != nil {
@@ -142,7 +143,7 @@ reached, 2 for a usage error.`+"\n"+apiEnvHelp, stderr)
 			return sendFailed(stderr, err)
 		}
 	} else {
-		m := client.Message{To: rcpts, Subject: *subject, Text: *text, Mode: *mode, Deadline: *deadline,
+		m := api.Message{To: rcpts, Subject: *subject, Text: *text, Mode: *mode, Deadline: *deadline,
 			Receipt: *receipt, Notify: *notify, Hint: *hint}
 		if *textFile != "" {
 			b, err := readFileOrStdin(*textFile, stdin)
@@ -163,7 +164,7 @@ reached, 2 for a usage error.`+"\n"+apiEnvHelp, stderr)
 			if err != nil {
 				return usageError(stderr, "send", "%v", err)
 			}
-			m.Attachments = append(m.Attachments, client.Attachment{Name: filepath.Base(f),
+			m.Attachments = append(m.Attachments, api.Attachment{Name: filepath.Base(f),
 				ContentType: mime.TypeByExtension(filepath.Ext(f)), Data: data})
 		}
 		if answer, err = c.Send(context.Background(), m); err != nil {
@@ -187,7 +188,7 @@ reached, 2 for a usage error.`+"\n"+apiEnvHelp, stderr)
 // sendFailed reports a refused or failed submission.
 func sendFailed(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "certmail send: not certified: %v\n", err)
-	var p *client.Problem
+	var p *api.Problem
 	if errors.As(err, &p) && p.NAC != "" {
 		fmt.Fprintf(stderr, "The agent recorded its refusal; fetch the evidence with: certmail status %s --bundle %s.bundle\n", p.NAC, p.NAC)
 	}

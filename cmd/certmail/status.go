@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"certmail/api"
 	"certmail/client"
 	"certmail/durable"
 )
@@ -20,8 +21,8 @@ for 'certmail verify' (a refused submission's NAC label gives the NAC's bundle).
 withdraw the message first, if nobody has picked it up yet.
 Exit status 0 on success, 1 when the agent refused or could not be reached, 2 for a usage
 error.`+"\n"+apiEnvHelp, stderr)
-	var api apiFlags
-	api.register(flags)
+	var remote apiFlags
+	remote.register(flags)
 	bundle := flags.String("bundle", "", "save the evidence bundle, with the message, to `FILE`")
 	retract := flags.Bool("retract", false, "retract the message before anyone picks it up")
 	asJSON := flags.Bool("json", false, "print the status as JSON")
@@ -33,7 +34,7 @@ error.`+"\n"+apiEnvHelp, stderr)
 		return usageError(stderr, "status", "want exactly one LABEL, got %d arguments", len(pos))
 	}
 	label := strings.ToUpper(pos[0])
-	c, err := api.client()
+	c, err := remote.client()
 	if err != nil {
 		return usageError(stderr, "status", "%v", err)
 	}
@@ -74,7 +75,7 @@ error.`+"\n"+apiEnvHelp, stderr)
 }
 
 // printStatus writes an item's status for a person.
-func printStatus(w io.Writer, st *client.Status) {
+func printStatus(w io.Writer, st *api.Status) {
 	fmt.Fprintf(w, "label      %s\n", st.Label)
 	fmt.Fprintf(w, "to         %s\n", st.Recipient)
 	if st.Subject != "" {
