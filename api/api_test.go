@@ -30,6 +30,8 @@ func TestWireNames(t *testing.T) {
 		{Enrolment{}, `{"address":"","key":"","new":false}`},
 		{COD{}, `{"type":"","signer":"","text":""}`},
 		{Decision{}, `{"label":"","state":"","recorded":null}`},
+		{Publication{Request: "r", Key: []byte{1}}, `{"request":"r","key":"AQ=="}`},
+		{Published{}, `{"label":"","ciphertext":"","key":null,"pub":"","bundle":"","logged":false}`},
 		{Decision{Attestation: "a", MessageURL: "u"}, `{"label":"","state":"","recorded":null,"attestation":"a","message_url":"u"}`},
 	} {
 		b, err := json.Marshal(c.doc)

@@ -59,6 +59,11 @@ type Tx interface {
 	Evidence(l evidence.Label) ([]Evidence, error)
 	// EvidenceByLeaf finds a note by its leaf hash (any label).
 	EvidenceByLeaf(leaf evidence.Hash) (Evidence, error)
+	// SetPublished indexes the stored note seq (a PUB record) under the ciphertext hash it
+	// publishes a key for; ErrDuplicate when that hash has one already.
+	SetPublished(ciphertext evidence.Hash, seq int64) error
+	// Published finds the note indexed under a ciphertext hash.
+	Published(ciphertext evidence.Hash) (Evidence, error)
 
 	// SetLogIndex records that the note stored as seq is entry index of the evidence log
 	// (package evlog). A note keeps the first index recorded for it: recording that index again

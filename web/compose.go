@@ -32,16 +32,24 @@ type jsonSubmission api.Message
 
 // decodeSubmission reads exactly one JSON object with no unknown fields.
 func decodeSubmission(body []byte) (*jsonSubmission, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var js jsonSubmission
-	if err := dec.Decode(&js); err != nil {
-		return nil, fmt.Errorf("the body is not a JSON submission (%s); send {\"to\":[…],\"subject\":…,\"text\":…}", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("the body holds more than one JSON value; send one object")
+	if err := decodeStrict(body, &js); err != nil {
+		return nil, fmt.Errorf("the body is not a JSON submission (%v); send {\"to\":[…],\"subject\":…,\"text\":…}", err)
 	}
 	return &js, nil
+}
+
+// decodeStrict reads exactly one JSON value of known fields into v.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("the body holds more than one JSON value; send one object")
+	}
+	return nil
 }
 
 // fieldError is a JSON submission field that cannot become a header or part of a message.

@@ -1,12 +1,9 @@
 package web
 
 import (
-	"bytes"
 	"crypto/hmac"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 
@@ -34,13 +31,8 @@ type pickupRequest api.PickupRequest
 // decodePickupRequest reads a pickup POST body strictly: one JSON object of known fields.
 func decodePickupRequest(body []byte) (pickupRequest, error) {
 	var p pickupRequest
-	d := json.NewDecoder(bytes.NewReader(body))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&p); err != nil {
+	if err := decodeStrict(body, &p); err != nil {
 		return pickupRequest{}, fmt.Errorf("the body is not a pickup request: %v", err)
-	}
-	if _, err := d.Token(); !errors.Is(err, io.EOF) {
-		return pickupRequest{}, errors.New("the body holds more than one JSON value")
 	}
 	// An empty key or signature is an absent one.
 	if len(p.PublicKey) == 0 {

@@ -108,6 +108,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/v1/pickup/{token}/accept", s.apiPickupAccept)
 	m.HandleFunc("POST /api/v1/pickup/{token}/refuse", s.apiPickupRefuse)
 	m.HandleFunc("GET /api/v1/pickup/{token}/message.eml", s.apiPickupMessage)
+	m.HandleFunc("POST /api/v1/published", s.apiPublish)
+	m.HandleFunc("GET /api/v1/published/{hash}", s.apiPublished)
 	m.HandleFunc("/api/", s.apiNotFound)
 
 	// The recipient's pickup pages (pickup.go); the token in the path is the credential.

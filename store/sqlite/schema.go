@@ -14,7 +14,7 @@ import (
 // PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
 // Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
 // sorts before every real time, so a zero NextAttempt is due at once.
-var migrations = [][]string{schemaV1, schemaV2}
+var migrations = [][]string{schemaV1, schemaV2, schemaV3}
 
 var schemaV1 = []string{
 	`CREATE TABLE users (
@@ -92,6 +92,16 @@ var schemaV1 = []string{
 var schemaV2 = []string{
 	`ALTER TABLE evidence ADD COLUMN log_index BIGINT`,
 	`CREATE UNIQUE INDEX evidence_log_index_key ON evidence (log_index)`,
+}
+
+// schemaV3 indexes the PUB records the agent signs as Schneier–Riordan's public location by the
+// ciphertext hash H(C) they publish a key for, so that a recipient holding C finds K.
+var schemaV3 = []string{
+	`CREATE TABLE published (
+		ciphertext TEXT   NOT NULL,
+		seq        BIGINT NOT NULL,
+		CONSTRAINT published_pkey PRIMARY KEY (ciphertext)
+	)`,
 }
 
 // SchemaVersion is the schema version this code writes.

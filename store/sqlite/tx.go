@@ -367,6 +367,22 @@ func (t *tx) EvidenceByLeaf(leaf evidence.Hash) (store.Evidence, error) {
 	return e, nil
 }
 
+func (t *tx) SetPublished(ciphertext evidence.Hash, seq int64) error {
+	if _, err := t.exec(`INSERT INTO published (ciphertext, seq) VALUES (?, ?)`, ciphertext.String(), seq); err != nil {
+		return fmt.Errorf("store: set published %s: %w", ciphertext, dupOr(err))
+	}
+	return nil
+}
+
+func (t *tx) Published(ciphertext evidence.Hash) (store.Evidence, error) {
+	e, err := one(t.q.QueryRowContext(t.ctx, `SELECT `+evidenceColumns+` FROM evidence WHERE seq = (SELECT seq FROM published WHERE ciphertext = ?)`,
+		ciphertext.String()), scanEvidence)
+	if err != nil {
+		return store.Evidence{}, fmt.Errorf("store: published %s: %w", ciphertext, err)
+	}
+	return e, nil
+}
+
 // SetLogIndex sets the log index of a note that has none, and tells the other cases apart
 // when it has one already.
 func (t *tx) SetLogIndex(seq int64, index uint64) error {

@@ -107,6 +107,10 @@ func (f *Fixture) Note(l evidence.Label, typ evidence.Type, at time.Time) (*evid
 	case evidence.CMPNRO:
 		*r = evidence.Record{Type: typ, Label: l, Sender: Sender, Recipient: Recipient, Content: content}
 		signer = f.sender
+	case evidence.PUB:
+		// The published key is derived from the label, so two labels publish two keys.
+		k := evidence.Sum([]byte("storetest key " + l.String()))
+		*r = evidence.Record{Type: typ, Label: l, Protocol: evidence.SR, Agent: Agent, Ciphertext: content, Secret: k[:], Time: at}
 	default:
 		return nil, fmt.Errorf("storetest: no sample record of type %s", typ)
 	}

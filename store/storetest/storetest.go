@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"PanicRollsBack", testPanicRollsBack},
 		{"Evidence", testEvidence},
 		{"EvidenceLog", testEvidenceLog},
+		{"Published", testPublished},
 		{"Timers", testTimers},
 		{"Outbound", testOutbound},
 		{"ViewDoesNotSeeOpenUpdate", testViewIsolation},
@@ -692,6 +693,53 @@ func testEvidence(t *testing.T, s store.Store, f *Fixture) {
 
 // testEvidenceLog: which notes are in the evidence log, at which index, as the agent records it
 // after each append and repairs it after a crash.
+func testPublished(t *testing.T, s store.Store, f *Fixture) {
+	l := newLabel(t, f)
+	pub := newNote(t, f, l, evidence.PUB, f.T0)
+	hc := pub.Record.Ciphertext
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.Published(hc)
+		wantErr(t, "Published before any", err, store.ErrNotFound)
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error {
+		e, err := tx.AddEvidence(l, pub)
+		if err != nil {
+			return err
+		}
+		return tx.SetPublished(hc, e.Seq)
+	})
+	view(t, s, func(tx store.Tx) error {
+		e, err := tx.Published(hc)
+		if err != nil {
+			return err
+		}
+		same(t, "published note", string(e.Note), string(pub.Bytes()))
+		same(t, "published label", e.Label, l)
+		return nil
+	})
+	// One key per ciphertext: a second index for the same hash is a duplicate and changes nothing.
+	other := newNote(t, f, newLabel(t, f), evidence.PUB, f.T0)
+	err := s.Update(context.Background(), func(tx store.Tx) error {
+		e, err := tx.AddEvidence(other.Record.Label, other)
+		if err != nil {
+			return err
+		}
+		return tx.SetPublished(hc, e.Seq)
+	})
+	wantErr(t, "second SetPublished", err, store.ErrDuplicate)
+	view(t, s, func(tx store.Tx) error {
+		e, err := tx.Published(hc)
+		if err != nil {
+			return err
+		}
+		same(t, "published note after the duplicate", string(e.Note), string(pub.Bytes()))
+		_, err = tx.EvidenceByLeaf(other.Leaf())
+		wantErr(t, "the duplicate's note", err, store.ErrNotFound)
+		return nil
+	})
+}
+
 func testEvidenceLog(t *testing.T, s store.Store, f *Fixture) {
 	l := newLabel(t, f)
 	notes := []*evidence.Note{
