@@ -3,6 +3,7 @@ package evidence
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Checked is a bundle whose signatures and key bindings were checked: what a judge weighs.
@@ -12,6 +13,11 @@ type Checked struct {
 	Bundle  *Bundle
 	OK      []bool // OK[i]: note i is signed by every signer it needs, with trusted keys
 	Verdict *Verdict
+	// Logged[i]: note i is proven in the bundle's checkpoint; LogTime is that checkpoint's log
+	// time (its agent's timestamped cosignature), zero when it has none. Each logged note
+	// existed by LogTime, whatever time it states.
+	Logged  []bool
+	LogTime time.Time
 }
 
 // Good returns the notes whose signatures stand, with their 1-based positions.

@@ -24,6 +24,7 @@ func seeded(seed uint64) *rand.ChaCha8 {
 type fixture struct {
 	signers map[string]note.Signer // by key name
 	vkeys   map[string]string      // by key name
+	skeys   map[string]string      // the private keys, by key name
 	label   evidence.Label
 	msg     []byte
 	t0      time.Time
@@ -40,7 +41,7 @@ const (
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	r := seeded(1)
-	f := &fixture{signers: map[string]note.Signer{}, vkeys: map[string]string{},
+	f := &fixture{signers: map[string]note.Signer{}, vkeys: map[string]string{}, skeys: map[string]string{},
 		msg: []byte("From: alice@a.example\r\nTo: bob+certified@b.example\r\nSubject: contract\r\n\r\nSigned copy attached.\r\n"),
 		t0:  time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)}
 	for _, name := range []string{agent1, agent2, mustKeyName(t, alice), mustKeyName(t, bob)} {
@@ -52,7 +53,7 @@ func newFixture(t testing.TB) *fixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.signers[name], f.vkeys[name] = s, vkey
+		f.signers[name], f.vkeys[name], f.skeys[name] = s, vkey, skey
 	}
 	var err error
 	if f.label, err = evidence.NewLabel(r); err != nil {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -28,6 +29,9 @@ type Checkpoint struct {
 	Size       int64
 	Hash       tlog.Hash
 	Extensions []string
+	// Time is the log time: when the agent cosigned the checkpoint (cosignature/v1), zero when it
+	// did not. Set by OpenCheckpoint, not part of the text.
+	Time time.Time
 }
 
 // ParseCheckpoint parses the text of a checkpoint note (without its signatures). It is strict:
@@ -96,6 +100,7 @@ func (c *Checkpoint) Tree() tlog.Tree { return tlog.Tree{N: c.Size, Hash: c.Hash
 func OpenCheckpoint(signed []byte, agentKeys []string) (*Checkpoint, string, error) {
 	var verifiers []note.Verifier
 	agentOf := map[string]string{} // "name+hash" of each accepted verifier -> agent name
+	cosigID := map[string]bool{}   // which of them are timestamped cosignatures (log time)
 	for _, k := range agentKeys {
 		v, err := note.NewVerifier(k)
 		if err != nil {
@@ -109,7 +114,12 @@ func OpenCheckpoint(signed []byte, agentKeys []string) (*Checkpoint, string, err
 		if err != nil {
 			return nil, "", fmt.Errorf("evidence: checkpoint: %w", err)
 		}
-		for _, w := range []note.Verifier{v, alias} {
+		cosig, err := cosignatureVerifier(k)
+		if err != nil {
+			return nil, "", fmt.Errorf("evidence: checkpoint: %w", err)
+		}
+		cosigID[fmt.Sprintf("%s+%08x", cosig.Name(), cosig.KeyHash())] = true
+		for _, w := range []note.Verifier{v, alias, cosig} {
 			id := fmt.Sprintf("%s+%08x", w.Name(), w.KeyHash())
 			if _, dup := agentOf[id]; !dup {
 				agentOf[id] = v.Name()
@@ -131,11 +141,24 @@ func OpenCheckpoint(signed []byte, agentKeys []string) (*Checkpoint, string, err
 	}
 	var signers []string
 	for _, s := range n.Sigs {
-		agent := agentOf[fmt.Sprintf("%s+%08x", s.Name, s.Hash)]
-		if LogOrigin(agent) == c.Origin {
+		id := fmt.Sprintf("%s+%08x", s.Name, s.Hash)
+		agent := agentOf[id]
+		if LogOrigin(agent) == c.Origin && !cosigID[id] {
+			// The log time, when the agent cosigned this checkpoint with a timestamp.
+			for _, cs := range n.Sigs {
+				csID := fmt.Sprintf("%s+%08x", cs.Name, cs.Hash)
+				if cosigID[csID] && agentOf[csID] == agent {
+					if c.Time, err = cosignatureTime(cs); err != nil {
+						return nil, "", err
+					}
+				}
+			}
 			return c, agent, nil
 		}
 		signers = append(signers, agent)
+	}
+	if len(signers) == 0 {
+		return nil, "", fmt.Errorf("evidence: checkpoint: only cosigned, not signed, by a trusted agent key")
 	}
 	return nil, "", fmt.Errorf("evidence: checkpoint: origin %q is not the log of the agent that signed it (%s, whose log is %s)", c.Origin, strings.Join(signers, ", "), LogOrigin(signers[0]))
 }
@@ -238,8 +261,18 @@ func (b *Bundle) checkLog(agents []string, c *Checked) {
 			c.OK[p.Note] = false
 			continue
 		}
+		// A note the log held at its cosigned time cannot have been made after it: the agent
+		// signed both, so a later date is a forward-dated note (or a backdated cosignature).
+		// Cosignatures state whole seconds.
+		if t := n.Record.Time; !cp.Time.IsZero() && t.After(cp.Time.Add(time.Second)) {
+			v.Fail(p.Note+1, n.Record.Type, "log time", "dated %s, after the log time %s of the checkpoint that holds it",
+				FormatTime(t), FormatTime(cp.Time))
+			c.OK[p.Note] = false
+			continue
+		}
 		proven[p.Note] = true
 	}
+	c.Logged, c.LogTime = proven, cp.Time
 	for i, ok := range proven {
 		if ok {
 			logged = append(logged, i+1)
@@ -248,8 +281,12 @@ func (b *Bundle) checkLog(agents []string, c *Checked) {
 		}
 	}
 	if len(logged) > 0 {
-		v.Facts = append(v.Facts, Fact{Signer: agent, Says: fmt.Sprintf("logged: %s in %s at tree size %d (root %s)",
-			noteRanges(logged), cp.Origin, cp.Size, base64.StdEncoding.EncodeToString(cp.Hash[:]))})
+		says := fmt.Sprintf("logged: %s in %s at tree size %d (root %s)",
+			noteRanges(logged), cp.Origin, cp.Size, base64.StdEncoding.EncodeToString(cp.Hash[:]))
+		if !cp.Time.IsZero() {
+			says += fmt.Sprintf("; log time %s: %s existed by then", FormatTime(cp.Time), itThey(len(logged)))
+		}
+		v.Facts = append(v.Facts, Fact{Signer: agent, Says: says})
 	}
 	if len(unlogged) > 0 && len(b.Proofs) > 0 {
 		v.Notices = append(v.Notices, fmt.Sprintf("%s no log proof yet: %s publication in the evidence log was not checked",
@@ -286,6 +323,13 @@ func haveHas(subject string, n int) string {
 		return subject + " has"
 	}
 	return subject + " have"
+}
+
+func itThey(n int) string {
+	if n == 1 {
+		return "it"
+	}
+	return "they"
 }
 
 func itsTheir(n int) string {

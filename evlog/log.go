@@ -64,6 +64,9 @@ type Config struct {
 	Signer note.Signer
 	// Verifier is the agent's verifier key, with which the log checks what it reads back.
 	Verifier string
+	// Cosigner, when set, adds the agent's timestamped cosignature (cosignature/v1,
+	// evidence.NewLogCosigner) to every checkpoint: the log time verifiers weigh deadlines with.
+	Cosigner note.Signer
 	// BatchMaxAge, BatchMaxSize and CheckpointInterval default to the tuned values above.
 	BatchMaxAge        time.Duration
 	BatchMaxSize       uint
@@ -120,8 +123,12 @@ func Open(cfg Config) (*Log, error) {
 		return nil, fmt.Errorf("evlog: open %s: %w", cfg.Dir, err)
 	}
 	signer := &originSigner{Signer: cfg.Signer, name: l.origin}
+	var more []note.Signer
+	if cfg.Cosigner != nil {
+		more = append(more, cfg.Cosigner)
+	}
 	opts := tessera.NewAppendOptions().
-		WithCheckpointSigner(signer).
+		WithCheckpointSigner(signer, more...).
 		WithBatching(cfg.BatchMaxSize, cfg.BatchMaxAge).
 		WithCheckpointInterval(cfg.CheckpointInterval).
 		WithAntispam(dedupWindow, nil).

@@ -91,9 +91,9 @@ func createAgentKey(keyPath, pubPath, host string, rand io.Reader) (*protocol.Id
 	if err != nil {
 		return nil, fmt.Errorf("pki: generate agent key: %w", err)
 	}
-	signer, err := note.NewSigner(skey)
-	if err != nil {
-		return nil, fmt.Errorf("pki: generate agent key: %w", err)
+	id, err := protocol.IdentityFromKey(host, skey)
+	if err != nil || id.Verifier != vkey {
+		return nil, fmt.Errorf("pki: generate agent key: %v", err)
 	}
 	if err := durable.CreateExclusive(keyPath, []byte(skey+"\n"), 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -104,7 +104,7 @@ func createAgentKey(keyPath, pubPath, host string, rand io.Reader) (*protocol.Id
 	if err := durable.WriteAtomic(pubPath, []byte(vkey+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("pki: write verifier key: %w", err)
 	}
-	return &protocol.Identity{Name: host, Signer: signer, Verifier: vkey}, nil
+	return id, nil
 }
 
 // parseAgentKey accepts exactly what createAgentKey writes: the canonical private key and a
@@ -136,5 +136,9 @@ func parseAgentKey(path string, b []byte) (*protocol.Identity, error) {
 	if err != nil {
 		return nil, malformed(err.Error())
 	}
-	return &protocol.Identity{Name: signer.Name(), Signer: signer, Verifier: vkey}, nil
+	id, err := protocol.IdentityFromKey(signer.Name(), skey)
+	if err != nil || id.Verifier != vkey {
+		return nil, malformed(fmt.Sprint("verifier key: ", err))
+	}
+	return id, nil
 }

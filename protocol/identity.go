@@ -1,9 +1,12 @@
 package protocol
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -16,6 +19,33 @@ type Identity struct {
 	Name     string // agent host name or user address
 	Signer   note.Signer
 	Verifier string // verifier key, as carried in bundles
+	skey     string // the private key, for LogCosigner
+}
+
+// IdentityFromKey is the identity of name with the signed-note private key skey.
+func IdentityFromKey(name, skey string) (*Identity, error) {
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: identity %s: %w", name, err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.SplitN(skey, "+", 5)[4])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return nil, fmt.Errorf("protocol: identity %s: not an Ed25519 key", name)
+	}
+	vkey, err := note.NewEd25519VerifierKey(s.Name(), ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, fmt.Errorf("protocol: identity %s: %w", name, err)
+	}
+	return &Identity{Name: name, Signer: s, Verifier: vkey, skey: skey}, nil
+}
+
+// LogCosigner is the agent's timestamped cosigner of its log checkpoints (cosignature/v1,
+// evidence.NewLogCosigner), stamping the time now gives.
+func (id *Identity) LogCosigner(now func() time.Time) (note.Signer, error) {
+	if id.skey == "" {
+		return nil, fmt.Errorf("protocol: identity %s: no private key to cosign with", id.Name)
+	}
+	return evidence.NewLogCosigner(id.skey, now)
 }
 
 // NewIdentity generates a key for an agent host name or a user address, reading randomness from
@@ -32,9 +62,12 @@ func NewIdentity(name string, r io.Reader) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("protocol: identity %s: %w", name, err)
 	}
-	s, err := note.NewSigner(skey)
+	id, err := IdentityFromKey(name, skey)
 	if err != nil {
-		return nil, fmt.Errorf("protocol: identity %s: %w", name, err)
+		return nil, err
 	}
-	return &Identity{Name: name, Signer: s, Verifier: vkey}, nil
+	if id.Verifier != vkey {
+		return nil, fmt.Errorf("protocol: identity %s: the generated verifier key does not match", name)
+	}
+	return id, nil
 }

@@ -37,8 +37,9 @@ import (
 // C must therefore travel confidentially, from A to B only (TLS, S/MIME encryption to B, or the
 // agent's pickup page), never where the public could keep a copy.
 //
-// The judge accepts PUB by its signed time, not after T; the inclusion of PUB in X's log under a
-// checkpoint not after T is a later check (the verdict says so). If A shows neither a PUB by T
+// The judge accepts PUB by its signed time, not after T; when the bundle proves the PUB in X's
+// log under a checkpoint X cosigned with a log time not after T, the verdict says the log shows
+// the publication by T, and otherwise that the PUB's time is X's word. If A shows neither a PUB by T
 // nor B's key receipt, B wins: that is what "the arbiter has no choice but to believe Bob" means.
 
 // SR steps.
@@ -809,7 +810,17 @@ func judgeSR(c *evidence.Checked) {
 		case how == "":
 			how = fmt.Sprintf("%s published its key at %s, before the deadline %s", p.Agent,
 				evidence.FormatTime(p.Time), evidence.FormatTime(r.Deadline))
-			w.v.Notices = append(w.v.Notices, fmt.Sprintf("the PUB record's time is %s's word: its inclusion in %s's evidence log, under a checkpoint not after the deadline, is not checked yet", p.Agent, p.Agent))
+			logged := g.pos-1 < len(c.Logged) && c.Logged[g.pos-1]
+			switch {
+			case logged && !c.LogTime.IsZero() && !c.LogTime.After(r.Deadline):
+				// The log time is the deadline's witness: the checkpoint that holds the PUB was
+				// cosigned by then.
+				how += fmt.Sprintf(", as %s's evidence log shows (log time %s)", p.Agent, evidence.FormatTime(c.LogTime))
+			case logged && !c.LogTime.IsZero():
+				w.v.Notices = append(w.v.Notices, fmt.Sprintf("the bundle's log checkpoint (log time %s) shows the PUB record only after the deadline; that it came before rests on the PUB's own time, %s's word: a checkpoint cosigned by the deadline would show it", evidence.FormatTime(c.LogTime), p.Agent))
+			default:
+				w.v.Notices = append(w.v.Notices, fmt.Sprintf("the PUB record's time is %s's word: the bundle holds no log checkpoint with a log time that shows it published by the deadline", p.Agent))
+			}
 		}
 	}
 	for _, g := range late {

@@ -63,7 +63,7 @@ func TestSRHonestRun(t *testing.T) {
 				t.Fatalf("PUB in bundle %v, key receipt %v, published at X %v", hasPUB, hasRcpt, x.Published(l) != nil)
 			}
 			notices := strings.Join(v.Notices, "\n")
-			if strings.Contains(notices, "inclusion in") == tc.optimistic {
+			if strings.Contains(notices, "the PUB record's time is") == tc.optimistic {
 				t.Errorf("the notice about the log inclusion of PUB: %q", notices)
 			}
 			if !strings.Contains(v.Summary, ttpBob) || !strings.Contains(v.Summary, ttpAlice) {

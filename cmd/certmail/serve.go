@@ -94,7 +94,11 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	}
 	// tessera logs through klog; its lines go to the agent's log.
 	klog.SetSlogLogger(log.With("part", "evidence log"))
-	evl, err := evlog.Open(evlog.Config{Dir: cfg.Path("log"), Signer: id.Signer, Verifier: id.Verifier})
+	cosigner, err := id.LogCosigner(time.Now)
+	if err != nil {
+		return err
+	}
+	evl, err := evlog.Open(evlog.Config{Dir: cfg.Path("log"), Signer: id.Signer, Verifier: id.Verifier, Cosigner: cosigner})
 	if err != nil {
 		return err
 	}

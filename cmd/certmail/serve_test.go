@@ -368,7 +368,7 @@ func TestServeEndToEnd(t *testing.T) {
 	// certmail verify checks those proofs itself, offline: every note is logged, none lacks a
 	// proof, and a proof that does not hold fails the bundle.
 	code, verdict, _ = verify(t, bf, "--key", strings.TrimSpace(string(vkey)))
-	if code != exitOK || !regexp.MustCompile(`logged: notes 1.\d+ in localhost/log`).MatchString(verdict) || strings.Contains(verdict, "no log proof") {
+	if code != exitOK || !regexp.MustCompile(`logged: notes 1.\d+ in localhost/log .*; log time \d{4}-`).MatchString(verdict) || strings.Contains(verdict, "no log proof") {
 		t.Fatalf("verify of the bundle with log proofs: exit %d\n%s", code, verdict)
 	}
 	b, err := evidence.ParseBundle(bundle)
