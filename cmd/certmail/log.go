@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"certmail/durable"
 	"certmail/evidence"
 	"certmail/evlog/audit"
+	"certmail/pki"
 )
 
 // runLog is the public evidence log seen from outside (DESIGN.md §4): a monitor that follows an
@@ -182,8 +184,9 @@ func runLogFsck(args []string, stdout, stderr io.Writer) int {
 	flags := newFlagSet("log fsck", "DIR [--key VKEY]", `
 Recompute an evidence log's Merkle tree from the entries stored in DIR (DIR/checkpoint and
 DIR/tile/..., as tessera's POSIX driver writes them), compare every stored hash tile with it and
-its root with the checkpoint, and name every file that is wrong. With --key the checkpoint's
-signature is checked with the agent's verifier key; without, the report says it was not.
+its root with the checkpoint, and name every file that is wrong. The checkpoint's signature is
+checked with the agent's verifier key: --key, or by default the agent.pub beside DIR (an
+agent's data directory holds log/ and agent.pub); without either, the report says it was not.
 
 Exit status 0 when the log is whole, 1 when a file is wrong or the checkpoint is not the
 agent's, 2 for a usage error.`, stderr)
@@ -197,6 +200,13 @@ agent's, 2 for a usage error.`, stderr)
 	}
 	if fi, err := os.Stat(pos[0]); err != nil || !fi.IsDir() {
 		return logUsageError(stderr, "fsck", "%s is not a directory", pos[0])
+	}
+	if *key == "" {
+		// An agent's own log: DATA/log beside DATA/agent.pub.
+		if b, err := os.ReadFile(filepath.Join(pos[0], "..", pki.AgentPubFile)); err == nil {
+			*key = strings.TrimSpace(string(b))
+			fmt.Fprintf(stderr, "certmail log fsck: using the agent key in %s\n", filepath.Join(filepath.Dir(filepath.Clean(pos[0])), pki.AgentPubFile))
+		}
 	}
 	if *key != "" {
 		if _, err := evidence.NewKeys(*key); err != nil {

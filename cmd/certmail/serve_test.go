@@ -371,6 +371,11 @@ func TestServeEndToEnd(t *testing.T) {
 	if code != exitOK || !regexp.MustCompile(`logged: notes 1.\d+ in localhost/log .*; log time \d{4}-`).MatchString(verdict) || strings.Contains(verdict, "no log proof") {
 		t.Fatalf("verify of the bundle with log proofs: exit %d\n%s", code, verdict)
 	}
+	// The agent's own stored log passes fsck, its signature checked with the agent.pub beside it.
+	if code, out, errs := runCLI("log", "fsck", filepath.Join(p.dir, "data", "log")); code != exitOK ||
+		!strings.Contains(out, "signature checked with localhost") || !strings.Contains(out, "OK:") {
+		t.Fatalf("log fsck: exit %d\n%s%s", code, out, errs)
+	}
 	b, err := evidence.ParseBundle(bundle)
 	if err != nil {
 		t.Fatal(err)
