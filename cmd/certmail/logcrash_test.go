@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -192,6 +193,10 @@ func TestLogSurvivesKill(t *testing.T) {
 	}
 	if len(entries) < len(notes) {
 		t.Errorf("the log holds %d entries for %d notes", len(entries), len(notes))
+	}
+	// And certmail log fsck, reading the stored tiles themselves, finds the log whole.
+	if code, out, errs := runCLI("log", "fsck", filepath.Join(p.dir, "data", "log")); code != exitOK || !strings.Contains(out, "signature checked") {
+		t.Errorf("log fsck after the kills: exit %d\n%s%s", code, out, errs)
 	}
 }
 
