@@ -53,20 +53,29 @@ func New(o Options) (*Client, error) {
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return nil, fmt.Errorf("server %q: want a URL such as https://localhost:8443", o.Server)
 	}
+	hc, err := HTTPClient(o.CAFile, o.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{base: strings.TrimRight(o.Server, "/"), user: o.User, password: o.Password, http: hc}, nil
+}
+
+// HTTPClient is an HTTP client bounded in time (0: one minute) that trusts the certificates of
+// the PEM file caFile besides the system's, when caFile is given: what every certmail command
+// that talks to an agent uses.
+func HTTPClient(caFile string, timeout time.Duration) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if o.CAFile != "" {
-		pool, err := trust(o.CAFile)
+	if caFile != "" {
+		pool, err := trust(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("trusted certificates: %w", err)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	timeout := o.Timeout
 	if timeout == 0 {
 		timeout = time.Minute
 	}
-	return &Client{base: strings.TrimRight(o.Server, "/"), user: o.User, password: o.Password,
-		http: &http.Client{Transport: tr, Timeout: timeout}}, nil
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
 // trust is the system's roots and the certificates of the PEM file caFile.

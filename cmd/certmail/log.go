@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"certmail/client"
 	"certmail/durable"
 	"certmail/evidence"
 	"certmail/evlog/audit"
@@ -97,7 +95,7 @@ log that went back or cannot be read, 2 for a usage error.`, stderr)
 	if *proofPath == "" {
 		*proofPath = *statePath + ".fork"
 	}
-	client, err := httpClient(*caFile)
+	hc, err := client.HTTPClient(*caFile, time.Minute)
 	if err != nil {
 		return logUsageError(stderr, "monitor", "--cacert: %v", err)
 	}
@@ -121,14 +119,14 @@ log that went back or cannot be read, 2 for a usage error.`, stderr)
 	case *key != "":
 		st = &audit.State{Agent: agentURL.String(), Log: agentURL.JoinPath("log/").String(), Key: *key}
 	default:
-		agent, logURL, err := audit.Discover(ctx, client, agentURL.String())
+		agent, logURL, err := audit.Discover(ctx, hc, agentURL.String())
 		if err != nil {
 			return logFail(stderr, "monitor", err)
 		}
 		st = &audit.State{Agent: agentURL.String(), Log: logURL.String(), Key: agent.VerifierKey}
 	}
 
-	src, err := audit.NewHTTP(st.Log, client)
+	src, err := audit.NewHTTP(st.Log, hc)
 	if err != nil {
 		return logFail(stderr, "monitor", err)
 	}
@@ -159,26 +157,6 @@ log that went back or cannot be read, 2 for a usage error.`, stderr)
 	return exitOK
 }
 
-// httpClient is the monitor's client: bounded in time, trusting an extra CA when given one.
-func httpClient(caFile string) (*http.Client, error) {
-	c := &http.Client{Timeout: time.Minute}
-	if caFile == "" {
-		return c, nil
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
-	}
-	c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	return c, nil
-}
 
 func runLogFsck(args []string, stdout, stderr io.Writer) int {
 	flags := newFlagSet("log fsck", "DIR [--key VKEY]", `
