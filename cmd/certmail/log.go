@@ -157,7 +157,6 @@ log that went back or cannot be read, 2 for a usage error.`, stderr)
 	return exitOK
 }
 
-
 func runLogFsck(args []string, stdout, stderr io.Writer) int {
 	flags := newFlagSet("log fsck", "DIR [--key VKEY]", `
 Recompute an evidence log's Merkle tree from the entries stored in DIR (DIR/checkpoint and
