@@ -74,29 +74,38 @@ func (s *submitter) submit(n int, deadline time.Time) (string, error) {
 	return m[1], nil
 }
 
+// killRig starts what a kill test needs: the agent (with extra configuration) and alice's
+// account, the sink beyond it, the binary to restart it with, its CA, a random source, and the
+// number of kills (from the environment variable env, else n). It skips under -short.
+func killRig(t *testing.T, env string, n int, extra string) (kills int, mx *sink, p *agentProc, bin string, pool *x509.CertPool, rng *rand.Rand) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("a kill test takes up to a minute; it runs without -short")
+	}
+	kills = n
+	if s := os.Getenv(env); s != "" {
+		kills, _ = strconv.Atoi(s)
+	}
+	mx = newSink(t)
+	p = startAgent(t, mx.addr, extra)
+	if code, out, errs := p.certmail(t, "correct horse battery\n", "user", "add", "alice@localhost", "--password-stdin"); code != 0 {
+		t.Fatalf("user add: %d %s %s", code, out, errs)
+	}
+	bin, _ = binary()
+	pool = x509.NewCertPool()
+	ca, _ := os.ReadFile(filepath.Join(p.dir, "data", "ca.crt"))
+	pool.AppendCertsFromPEM(ca)
+	rng = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(n)))
+	return kills, mx, p, bin, pool, rng
+}
+
 // TestCrashSafety SIGKILLs the agent at random instants during a stream of submissions and
 // pickups, restarts it, and checks: every message that got 250 is there with its COP; every
 // acceptance that got 200 is delivered; no evidence is duplicated or missing (each bundle
 // parses, which refuses repeated notes, and judges valid); and every deadline timer fires
 // after the crashes (the items nobody accepted end with a notice of non-delivery).
 func TestCrashSafety(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the crash test takes a minute; it runs without -short")
-	}
-	kills := 50
-	if s := os.Getenv("CERTMAIL_KILLS"); s != "" {
-		kills, _ = strconv.Atoi(s)
-	}
-	mx := newSink(t)
-	p := startAgent(t, mx.addr, "[deadlines]\nmin = \"5s\"\ndefault = \"30s\"\n")
-	if code, out, errs := p.certmail(t, "correct horse battery\n", "user", "add", "alice@localhost", "--password-stdin"); code != 0 {
-		t.Fatalf("user add: %d %s %s", code, out, errs)
-	}
-	bin, _ := binary()
-	pool := x509.NewCertPool()
-	ca, _ := os.ReadFile(filepath.Join(p.dir, "data", "ca.crt"))
-	pool.AppendCertsFromPEM(ca)
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	kills, mx, p, bin, pool, rng := killRig(t, "CERTMAIL_KILLS", 50, "[deadlines]\nmin = \"5s\"\ndefault = \"30s\"\n")
 
 	var mu sync.Mutex
 	acked := map[string]bool{}    // labels that got 250

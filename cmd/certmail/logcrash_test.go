@@ -3,13 +3,9 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,23 +27,7 @@ import (
 // note the store holds (every acknowledged one among them) is in it, and that none is in it
 // twice.
 func TestLogSurvivesKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the log crash test takes half a minute; it runs without -short")
-	}
-	kills := 8
-	if s := os.Getenv("CERTMAIL_LOG_KILLS"); s != "" {
-		kills, _ = strconv.Atoi(s)
-	}
-	mx := newSink(t)
-	p := startAgent(t, mx.addr, "")
-	if code, out, errs := p.certmail(t, "correct horse battery\n", "user", "add", "alice@localhost", "--password-stdin"); code != 0 {
-		t.Fatalf("user add: %d %s %s", code, out, errs)
-	}
-	bin, _ := binary()
-	pool := x509.NewCertPool()
-	ca, _ := os.ReadFile(filepath.Join(p.dir, "data", "ca.crt"))
-	pool.AppendCertsFromPEM(ca)
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	kills, _, p, bin, pool, rng := killRig(t, "CERTMAIL_LOG_KILLS", 8, "")
 
 	var mu sync.Mutex
 	acked := map[string]bool{}     // labels whose submission got 250
