@@ -19,8 +19,15 @@ import (
 // the Update or View that made it.
 type tx struct {
 	ctx      context.Context
-	q        *sql.Tx
+	q        querier
 	readOnly bool
+}
+
+// querier is what a tx runs its statements on: a *sql.Tx for View, a guard for Update.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 var _ store.Tx = (*tx)(nil)
