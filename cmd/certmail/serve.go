@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -125,8 +126,17 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	if err != nil {
 		return fmt.Errorf("https: %w", err)
 	}
+	var trusted []netip.Prefix
+	for _, n := range cfg.Submission.TrustedNetworks {
+		trusted = append(trusted, netip.MustParsePrefix(n)) // config.Validate checked them
+	}
+	if len(trusted) > 0 {
+		log.Warn("smtp submission: clients from trusted networks submit without AUTH (for benchmarks and trusted relays only)",
+			"networks", cfg.Submission.TrustedNetworks, "user", cfg.Submission.TrustedUser)
+	}
 	smtpSrv := smtpd.New(smtpd.Config{Addr: cfg.Listen.SMTPSubmission, Hostname: cfg.Hostname, TLS: tlsCfg,
-		Limits: limits, MaxRecipients: cfg.Limits.MaxRecipients, Logger: log}, ag, acc)
+		Limits: limits, MaxRecipients: cfg.Limits.MaxRecipients, Logger: log,
+		TrustedNetworks: trusted, TrustedUser: cfg.Submission.TrustedUser}, ag, acc)
 	webSrv := web.New(web.Config{PublicURL: cfg.PublicURL, Limits: limits, Secret: secret, Logger: log}, ag, acc)
 	httpSrv := &http.Server{Handler: webSrv, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
 
