@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -53,6 +54,19 @@ and credential it made.`, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	// CERTMAIL_CPUPROFILE=FILE profiles the agent until it stops (certmail bench --cpuprofile).
+	if path := os.Getenv("CERTMAIL_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "certmail serve: CPU profile: %v\n", err)
+			return exitFail
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	if err := serve(ctx, cfg, stdout, log); err != nil {
 		fmt.Fprintf(stderr, "certmail serve: %v\n", err)
 		return exitFail
