@@ -62,7 +62,12 @@ type Point struct {
 	Concurrency int
 	Messages    int
 	Elapsed     time.Duration
+	Acked       time.Duration // until the last message was acknowledged (certmail only)
+	CPU         time.Duration // CPU time the server used (certmail only)
 }
+
+// CPUPerMessage is the server's CPU time per message, 0 when not measured.
+func (p Point) CPUPerMessage() time.Duration { return p.CPU / time.Duration(max(p.Messages, 1)) }
 
 // Rate is messages per second.
 func (p Point) Rate() float64 { return float64(p.Messages) / p.Elapsed.Seconds() }
@@ -175,7 +180,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				return nil, err
 			}
 			r.LogCounted = r.LogCounted || cm.logSeen
-			logf("certmail %6d B  c=%-3d %5d msgs  %8.1f msg/s", size, c, n, p.Rate())
+			logf("certmail %6d B  c=%-3d %5d msgs  %8.1f msg/s (all acknowledged after %v, notified after %v; %v CPU a message)", size, c, n, p.Rate(), p.Acked.Round(time.Millisecond), p.Elapsed.Round(time.Millisecond), p.CPUPerMessage().Round(time.Microsecond))
 			r.Points = append(r.Points, p)
 			if pf != nil {
 				p, err := pf.point(ctx, source, size, c, n)

@@ -163,17 +163,22 @@ func (c *certmail) Stop() {
 func (c *certmail) point(ctx context.Context, source string, sk *sink, size, conc, n int, _ string) (Point, error) {
 	baseN, baseO := sk.counts()
 	baseLog, _ := c.logCount(ctx)
+	cpu0, _ := cpuTime(c.cmd.Process.Pid)
 	start := time.Now()
 	if err := runSource(ctx, source, c.smtp, size, conc, n); err != nil {
 		return Point{}, fmt.Errorf("%w (certmail's log: %s)", err, c.log.Name())
 	}
+	acked := time.Since(start)
 	if err := sk.waitFor(ctx, 10*time.Minute, "certmail's notifications", func() bool { return sk.notifications >= baseN+n }); err != nil {
 		return Point{}, err
 	}
 	if err := c.waitLog(ctx, baseLog+n); err != nil {
 		return Point{}, err
 	}
-	p := Point{Server: "certmail", Size: size, Concurrency: conc, Messages: n, Elapsed: time.Since(start)}
+	p := Point{Server: "certmail", Size: size, Concurrency: conc, Messages: n, Elapsed: time.Since(start), Acked: acked}
+	if cpu1, err := cpuTime(c.cmd.Process.Pid); err == nil {
+		p.CPU = cpu1 - cpu0
+	}
 	// The posting receipts go out after the notifications; let them, so the next point starts
 	// with an empty queue.
 	err := sk.waitFor(ctx, 10*time.Minute, "certmail's posting receipts", func() bool { return sk.others >= baseO+n })
@@ -361,6 +366,27 @@ func rss(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("bench: no VmRSS in /proc/PID/status")
+}
+
+// cpuTime is the CPU time (user and system) a process has used, from /proc/PID/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("bench: short /proc/PID/stat")
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	const clockTicks = 100 // USER_HZ, 100 on every Linux architecture Go runs on
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
 }
 
 // percentile is the p-th percentile of ds (nearest rank).

@@ -58,18 +58,18 @@ func (r *Report) Write(w io.Writer) {
 	sizes, conc := r.axes()
 	for _, size := range sizes {
 		fmt.Fprintf(w, "\n### %s messages (messages/s, one message per connection, smtp-source)\n\n", sizeName(size))
-		fmt.Fprintf(w, "| connections | certmail | Postfix | certmail/Postfix | floor | certmail/floor | certmail mean latency |\n")
-		fmt.Fprintf(w, "|---:|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(w, "| connections | certmail | Postfix | certmail/Postfix | floor | certmail/floor | certmail mean latency | certmail CPU a message |\n")
+		fmt.Fprintf(w, "|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, c := range conc {
 			cm, okC := r.point("certmail", size, c)
 			pf, okP := r.point("postfix", size, c)
 			fl, okF := r.point("floor", size, c)
-			lat := "—"
+			lat, cpu := "—", "—"
 			if okC {
-				lat = ms(cm.MeanLatency())
+				lat, cpu = ms(cm.MeanLatency()), ms(cm.CPUPerMessage())
 			}
-			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s |\n", c, rate(cm, okC), rate(pf, okP), ratio(cm, pf, okC && okP),
-				rate(fl, okF), ratio(cm, fl, okC && okF), lat)
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", c, rate(cm, okC), rate(pf, okP), ratio(cm, pf, okC && okP),
+				rate(fl, okF), ratio(cm, fl, okC && okF), lat, cpu)
 		}
 	}
 

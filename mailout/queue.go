@@ -134,7 +134,7 @@ func New(cfg Config, st store.Store, rec Recorder) *Queue {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = 32
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Minute

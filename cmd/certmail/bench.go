@@ -35,6 +35,7 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	cpuprofile := flags.String("cpuprofile", "", "have the agent write a CPU profile of the whole run to `FILE`")
 	dir := flags.String("dir", "", "keep the run's files (agent data and log, Postfix instance) in `DIR`")
 	verbose := flags.Bool("v", false, "print progress on stderr")
+	agentBin := flags.String("agent", "", "run this certmail `BINARY` as the agent, to compare builds (default: this one)")
 	if code, ok := parseFlags(flags, args); !ok {
 		return code
 	}
@@ -56,9 +57,11 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	if *verbose {
 		o.Log = stderr
 	}
-	if o.Certmail, err = os.Executable(); err != nil {
-		fmt.Fprintf(stderr, "certmail bench: %v\n", err)
-		return exitFail
+	if o.Certmail = *agentBin; o.Certmail == "" {
+		if o.Certmail, err = os.Executable(); err != nil {
+			fmt.Fprintf(stderr, "certmail bench: %v\n", err)
+			return exitFail
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
