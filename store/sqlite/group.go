@@ -145,22 +145,18 @@ func (s *Store) commit(batch []*request) {
 	// Statements run under a context of their own: a caller's ctx ending must not reach the
 	// driver, which would interrupt SQLite and could roll back the whole batch with it.
 	bg := context.Background()
-	conn, err := s.w.Conn(bg)
+	sqlTx, err := s.w.BeginTx(bg, nil) // BEGIN IMMEDIATE (the writer's _txlock)
 	if err != nil {
-		fail(fmt.Errorf("store: update: %w", err))
-		return
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(bg, "BEGIN IMMEDIATE"); err != nil {
 		fail(fmt.Errorf("store: update: begin: %w", err))
 		return
 	}
+	g := guard{tx: sqlTx, stmts: s.stmts, unprepared: &s.unprepared}
 	kept := 0
 	for i, r := range live {
 		var broken error
-		out[i], broken = runOne(conn, r)
+		out[i], broken = runOne(g, r)
 		if broken != nil {
-			conn.ExecContext(bg, "ROLLBACK")
+			sqlTx.Rollback()
 			fail(broken)
 			return
 		}
@@ -169,39 +165,60 @@ func (s *Store) commit(batch []*request) {
 		}
 	}
 	if kept == 0 {
-		conn.ExecContext(bg, "ROLLBACK")
+		sqlTx.Rollback()
+		s.prepare()
 		return
 	}
-	if _, err := conn.ExecContext(bg, "COMMIT"); err != nil {
-		// A failed COMMIT can leave the transaction open (a deferred constraint, a full disk):
-		// end it, so the next batch starts clean.
-		conn.ExecContext(bg, "ROLLBACK")
+	if err := sqlTx.Commit(); err != nil {
+		// A failed COMMIT can leave SQLite's transaction open (a deferred constraint, a full
+		// disk) though database/sql has let the connection go: end it, so the next batch
+		// starts clean. With no transaction open, ROLLBACK fails harmlessly.
+		s.w.ExecContext(bg, "ROLLBACK")
 		fail(fmt.Errorf("store: update: commit: %w", err))
 		return
 	}
 	s.batches.Add(1)
+	s.prepare()
+}
+
+// prepare prepares the writer's statements that ran unprepared in the last batch, now that
+// the writer connection is free, so that later batches skip SQLite's parsing and planning.
+// Only the committer calls it, between batches.
+func (s *Store) prepare() {
+	for _, q := range s.unprepared {
+		if _, ok := s.stmts[q]; ok {
+			continue
+		}
+		st, err := s.w.PrepareContext(context.Background(), q)
+		if err != nil {
+			continue // it runs unprepared, as it did
+		}
+		s.stmts[q] = st
+	}
+	s.unprepared = s.unprepared[:0]
 }
 
 // runOne runs one request inside a savepoint of the batch's transaction. broken is an error
 // that leaves the transaction in an unknown state, so the whole batch must go.
-func runOne(conn *sql.Conn, r *request) (o outcome, broken error) {
+func runOne(g guard, r *request) (o outcome, broken error) {
 	if err := r.ctx.Err(); err != nil {
 		return outcome{err: err}, nil
 	}
 	bg := context.Background()
-	if _, err := conn.ExecContext(bg, "SAVEPOINT u"); err != nil {
+	if _, err := g.tx.ExecContext(bg, "SAVEPOINT u"); err != nil {
 		return outcome{}, fmt.Errorf("store: update: savepoint: %w", err)
 	}
-	o = call(r.fn, &tx{ctx: r.ctx, q: guard{conn: conn, ctx: r.ctx}})
+	g.ctx = r.ctx
+	o = call(r.fn, &tx{ctx: r.ctx, q: g})
 	if o.err == nil && !o.panicked {
 		o.err = r.ctx.Err()
 	}
 	if o.err != nil || o.panicked {
-		if _, err := conn.ExecContext(bg, "ROLLBACK TO u"); err != nil {
+		if _, err := g.tx.ExecContext(bg, "ROLLBACK TO u"); err != nil {
 			return outcome{}, fmt.Errorf("store: update: roll back one call: %w", err)
 		}
 	}
-	if _, err := conn.ExecContext(bg, "RELEASE u"); err != nil {
+	if _, err := g.tx.ExecContext(bg, "RELEASE u"); err != nil {
 		return outcome{}, fmt.Errorf("store: update: release savepoint: %w", err)
 	}
 	return o, nil
@@ -218,30 +235,51 @@ func call(fn func(store.Tx) error, t *tx) (o outcome) {
 }
 
 // guard runs one caller's statements in the shared transaction. It checks the caller's ctx
-// before each statement but hands the driver a context that cannot be cancelled (see commit).
+// before each statement but hands the driver a context that cannot be cancelled (see commit),
+// and runs the statements the store has prepared as such.
 type guard struct {
-	conn *sql.Conn
-	ctx  context.Context
+	tx         *sql.Tx
+	ctx        context.Context
+	stmts      map[string]*sql.Stmt
+	unprepared *[]string // queries to prepare after the batch
+}
+
+// stmt returns the prepared form of query for this transaction, or nil.
+func (g guard) stmt(query string) *sql.Stmt {
+	if st, ok := g.stmts[query]; ok {
+		return g.tx.StmtContext(context.Background(), st)
+	}
+	*g.unprepared = append(*g.unprepared, query)
+	return nil
 }
 
 func (g guard) ExecContext(_ context.Context, query string, args ...any) (sql.Result, error) {
 	if err := g.ctx.Err(); err != nil {
 		return nil, err
 	}
-	return g.conn.ExecContext(context.WithoutCancel(g.ctx), query, args...)
+	if st := g.stmt(query); st != nil {
+		return st.ExecContext(context.WithoutCancel(g.ctx), args...)
+	}
+	return g.tx.ExecContext(context.WithoutCancel(g.ctx), query, args...)
 }
 
 func (g guard) QueryContext(_ context.Context, query string, args ...any) (*sql.Rows, error) {
 	if err := g.ctx.Err(); err != nil {
 		return nil, err
 	}
-	return g.conn.QueryContext(context.WithoutCancel(g.ctx), query, args...)
+	if st := g.stmt(query); st != nil {
+		return st.QueryContext(context.WithoutCancel(g.ctx), args...)
+	}
+	return g.tx.QueryContext(context.WithoutCancel(g.ctx), query, args...)
 }
 
 func (g guard) QueryRowContext(_ context.Context, query string, args ...any) *sql.Row {
 	if g.ctx.Err() != nil {
 		// database/sql returns a Row holding ctx's error without running the query.
-		return g.conn.QueryRowContext(g.ctx, query, args...)
+		return g.tx.QueryRowContext(g.ctx, query, args...)
 	}
-	return g.conn.QueryRowContext(context.WithoutCancel(g.ctx), query, args...)
+	if st := g.stmt(query); st != nil {
+		return st.QueryRowContext(context.WithoutCancel(g.ctx), args...)
+	}
+	return g.tx.QueryRowContext(context.WithoutCancel(g.ctx), query, args...)
 }

@@ -53,6 +53,11 @@ type Store struct {
 	mu      sync.RWMutex  // Close takes it to close queue; senders hold it shared
 	closed  bool
 	batches atomic.Int64 // commits made, for tests
+
+	// The committer's own: the writer's prepared statements, by query, and the queries a
+	// batch ran unprepared, to prepare after it.
+	stmts      map[string]*sql.Stmt
+	unprepared []string
 }
 
 var _ store.Store = (*Store)(nil)
@@ -102,6 +107,7 @@ func Open(path string) (*Store, error) {
 	s.r.SetMaxOpenConns(readers)
 	s.r.SetMaxIdleConns(readers)
 	s.queue = make(chan *request, maxBatch)
+	s.stmts = map[string]*sql.Stmt{}
 	s.stopped = make(chan struct{})
 	go s.commitLoop()
 	return s, nil
@@ -188,6 +194,9 @@ func (s *Store) Close() error {
 	}
 	s.mu.Unlock()
 	<-s.stopped
+	for _, st := range s.stmts {
+		st.Close()
+	}
 	var errs []error
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
