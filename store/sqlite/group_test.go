@@ -2,7 +2,9 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -186,5 +188,44 @@ func TestUpdateAfterClose(t *testing.T) {
 	}
 	if err := s.Update(t.Context(), func(store.Tx) error { return nil }); !errors.Is(err, errClosed) {
 		t.Fatalf("Update after Close: %v, want %v", err, errClosed)
+	}
+}
+
+// TestMigrateOutboundData: a database of schema version 1, with mail in its queue, opens at the
+// current version with every mail's data intact.
+func TestMigrateOutboundData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := sql.Open("sqlite", dsn(path, url.Values{"_journal_mode": {"WAL"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := append([]string{`CREATE TABLE schema_migrations (version INTEGER NOT NULL, applied BIGINT NOT NULL,
+		CONSTRAINT schema_migrations_pkey PRIMARY KEY (version))`,
+		`INSERT INTO schema_migrations (version, applied) VALUES (1, 0)`}, schemaV1...)
+	stmts = append(stmts, `INSERT INTO outbound (id, label, kind, mail_from, rcpt_to, data, state, attempts, next_attempt,
+		last_error, created, updated) VALUES (7, NULL, 'notification', 'a@a.example', 'b@b.example', X'6869', 'queued', 0, 0, '', 0, 0)`)
+	for _, q := range stmts {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.View(t.Context(), func(tx store.Tx) error {
+		due, err := tx.DueOutbound(time.Now(), 0)
+		if err != nil {
+			return err
+		}
+		if len(due) != 1 || due[0].ID != 7 || string(due[0].Data) != "hi" || due[0].To != "b@b.example" {
+			t.Errorf("queued mail after the migration: %+v", due)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
