@@ -1,8 +1,8 @@
 package mailout_test
 
 import (
-	"cmp"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
