@@ -43,7 +43,7 @@ func startPostfix(ctx context.Context, keep bool) (*postfix, error) {
 		}
 	}
 	if os.Geteuid() != 0 {
-		return nil, errors.New("Postfix's master runs as root, and this bench does not")
+		return nil, errors.New("the Postfix baseline needs root, as Postfix's master does")
 	}
 	if _, err := user.Lookup("postfix"); err != nil {
 		return nil, errors.New("no postfix user: install Debian's postfix package")
