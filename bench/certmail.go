@@ -199,17 +199,29 @@ func (c *certmail) logCount(ctx context.Context) (int, bool) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		name, val, ok := strings.Cut(line, " ")
-		if ok && (name == c.metric || strings.HasPrefix(name, c.metric+"{")) {
-			f, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-			if err == nil {
-				c.logSeen = true
-				return int(f), true
-			}
+	v, ok := metricValue(string(b), c.metric)
+	c.logSeen = c.logSeen || ok
+	return int(v), ok
+}
+
+// metricValue finds a counter in Prometheus text exposition, summed over its label sets.
+func metricValue(text, name string) (float64, bool) {
+	var sum float64
+	found := false
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		series, val, ok := strings.Cut(line, " ")
+		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			sum += f
+			found = true
 		}
 	}
-	return 0, false
+	return sum, found
 }
 
 // waitLog waits until the log metric reaches want; at once when the agent has no log.

@@ -99,9 +99,7 @@ func startPostfix(ctx context.Context, keep bool) (*postfix, error) {
 		sc := bufio.NewScanner(out)
 		sc.Split(splitCR)
 		for sc.Scan() {
-			// "sess=3 quit=3 mesg=12"
-			_, m, ok := strings.Cut(sc.Text(), "mesg=")
-			if n, err := strconv.Atoi(strings.TrimSpace(m)); ok && err == nil {
+			if n, ok := sinkCount(sc.Text()); ok {
 				p.mu.Lock()
 				p.delivered = n
 				p.cond.Broadcast()
@@ -253,6 +251,16 @@ func tail(b []byte, n int) []byte {
 		b = b[len(b)-n:]
 	}
 	return b
+}
+
+// sinkCount reads the message count from one update of smtp-sink -c: "sess=3 quit=3 mesg=12".
+func sinkCount(line string) (int, bool) {
+	_, m, ok := strings.Cut(line, "mesg=")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(m))
+	return n, err == nil && n >= 0
 }
 
 // splitCR splits smtp-sink's counter output, which ends each update with a carriage return.
