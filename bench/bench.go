@@ -63,7 +63,7 @@ type Point struct {
 	Messages    int
 	Elapsed     time.Duration
 	Acked       time.Duration // until the last message was acknowledged (certmail only)
-	CPU         time.Duration // CPU time the server used (certmail only)
+	CPU         time.Duration // CPU time the server used (certmail, and Postfix's processes; not the floor)
 }
 
 // CPUPerMessage is the server's CPU time per message, 0 when not measured.
@@ -84,6 +84,7 @@ type Latency struct {
 	Offered, Done float64 // messages per second offered and completed
 	P50, P99      time.Duration
 	Errors        int
+	FirstError    string // what the first failed submission got
 }
 
 // Report is everything one run measured.
@@ -187,7 +188,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				if err != nil {
 					return nil, err
 				}
-				logf("postfix  %6d B  c=%-3d %5d msgs  %8.1f msg/s", size, c, n, p.Rate())
+				logf("postfix  %6d B  c=%-3d %5d msgs  %8.1f msg/s (%v CPU a message)", size, c, n, p.Rate(), p.CPUPerMessage().Round(time.Microsecond))
 				r.Points = append(r.Points, p)
 			}
 			p, err = floor.point(ctx, source, sink, size, c, n)

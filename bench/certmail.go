@@ -382,23 +382,75 @@ func rss(pid int) (int64, error) {
 
 // cpuTime is the CPU time (user and system) a process has used, from /proc/PID/stat.
 func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := readStat(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The fields after the command name, which is in parentheses and may hold spaces.
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("bench: short /proc/PID/stat")
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
+	return st.utime + st.stime, nil
+}
+
+// treeCPU is the CPU time used by a process and all its descendants, the exited ones included:
+// each live process's own time and that of the children it has reaped.
+func treeCPU(root int) (time.Duration, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
 		return 0, err
 	}
-	const clockTicks = 100 // USER_HZ, 100 on every Linux architecture Go runs on
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+	stats := map[int]procStat{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readStat(pid); err == nil {
+			stats[pid] = st
+		}
+	}
+	if _, ok := stats[root]; !ok {
+		return 0, fmt.Errorf("bench: no process %d", root)
+	}
+	var total time.Duration
+	for pid, st := range stats {
+		for p := pid; p > 1; p = stats[p].ppid {
+			if p == root {
+				total += st.utime + st.stime + st.cutime + st.cstime
+				break
+			}
+			if _, ok := stats[p]; !ok {
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+type procStat struct {
+	ppid                         int
+	utime, stime, cutime, cstime time.Duration
+}
+
+// readStat reads /proc/PID/stat (proc(5)).
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, err
+	}
+	// The fields after the command name, which is in parentheses and may hold spaces: state,
+	// ppid, … utime (14th field), stime, cutime, cstime.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 15 {
+		return procStat{}, errors.New("bench: short /proc/PID/stat")
+	}
+	var n [5]int64
+	for j, k := range []int{1, 11, 12, 13, 14} {
+		if n[j], err = strconv.ParseInt(f[k], 10, 64); err != nil {
+			return procStat{}, fmt.Errorf("bench: /proc/%d/stat: %w", pid, err)
+		}
+	}
+	const tick = time.Second / 100 // USER_HZ, 100 on every Linux architecture Go runs on
+	return procStat{ppid: int(n[0]), utime: time.Duration(n[1]) * tick, stime: time.Duration(n[2]) * tick,
+		cutime: time.Duration(n[3]) * tick, cstime: time.Duration(n[4]) * tick}, nil
 }
 
 // percentile is the p-th percentile of ds (nearest rank).

@@ -136,7 +136,9 @@ func openLoop(ctx context.Context, addr string, size int, rate float64, dur time
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				l.Errors++
+				if l.Errors++; l.Errors == 1 {
+					l.FirstError = err.Error()
+				}
 				return
 			}
 			times = append(times, took)

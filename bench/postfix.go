@@ -231,6 +231,8 @@ func (p *postfix) settle(ctx context.Context, base, n int) error {
 // point relays n messages through Postfix and times them until smtp-sink has them all.
 func (p *postfix) point(ctx context.Context, source string, size, conc, n int) (Point, error) {
 	base := p.count()
+	master := p.masterPID()
+	cpu0, _ := treeCPU(master)
 	start := time.Now()
 	if err := runSource(ctx, source, p.smtp, size, conc, n); err != nil {
 		return Point{}, err
@@ -238,7 +240,21 @@ func (p *postfix) point(ctx context.Context, source string, size, conc, n int) (
 	if err := p.settle(ctx, base, n); err != nil {
 		return Point{}, err
 	}
-	return Point{Server: "postfix", Size: size, Concurrency: conc, Messages: n, Elapsed: time.Since(start)}, nil
+	pt := Point{Server: "postfix", Size: size, Concurrency: conc, Messages: n, Elapsed: time.Since(start)}
+	if cpu1, err := treeCPU(master); err == nil && master > 0 {
+		pt.CPU = cpu1 - cpu0
+	}
+	return pt, nil
+}
+
+// masterPID is the process ID of the instance's master, whose descendants are all of Postfix.
+func (p *postfix) masterPID() int {
+	b, err := os.ReadFile(filepath.Join(p.dir, "queue", "pid", "master.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 func port(addr string) string {

@@ -58,18 +58,21 @@ func (r *Report) Write(w io.Writer) {
 	sizes, conc := r.axes()
 	for _, size := range sizes {
 		fmt.Fprintf(w, "\n### %s messages (messages/s, one message per connection, smtp-source)\n\n", sizeName(size))
-		fmt.Fprintf(w, "| connections | certmail | Postfix | certmail/Postfix | floor | certmail/floor | certmail mean latency | certmail CPU a message |\n")
-		fmt.Fprintf(w, "|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(w, "| connections | certmail | Postfix | certmail/Postfix | floor | certmail/floor | certmail mean latency | CPU a message: certmail | Postfix |\n")
+		fmt.Fprintf(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, c := range conc {
 			cm, okC := r.point("certmail", size, c)
 			pf, okP := r.point("postfix", size, c)
 			fl, okF := r.point("floor", size, c)
-			lat, cpu := "—", "—"
+			lat, cpu, pcpu := "—", "—", "—"
 			if okC {
 				lat, cpu = ms(cm.MeanLatency()), ms(cm.CPUPerMessage())
 			}
-			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", c, rate(cm, okC), rate(pf, okP), ratio(cm, pf, okC && okP),
-				rate(fl, okF), ratio(cm, fl, okC && okF), lat, cpu)
+			if okP && pf.CPU > 0 {
+				pcpu = ms(pf.CPUPerMessage())
+			}
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, rate(cm, okC), rate(pf, okP), ratio(cm, pf, okC && okP),
+				rate(fl, okF), ratio(cm, fl, okC && okF), lat, cpu, pcpu)
 		}
 	}
 
@@ -97,6 +100,11 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "| server | size | offered msg/s | done msg/s | p50 | p99 | errors |\n|---|---|---:|---:|---:|---:|---:|\n")
 		for _, l := range r.Latencies {
 			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %s | %s | %d |\n", l.Server, sizeName(l.Size), l.Offered, l.Done, ms(l.P50), ms(l.P99), l.Errors)
+		}
+		for _, l := range r.Latencies {
+			if l.Errors > 0 {
+				fmt.Fprintf(w, "\n%s's first failed submission: %s\n", l.Server, strings.TrimSpace(l.FirstError))
+			}
 		}
 	}
 	if r.ROD.N > 0 {

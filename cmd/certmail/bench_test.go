@@ -32,7 +32,7 @@ func TestBenchQuick(t *testing.T) {
 	}
 	dir := t.TempDir()
 	svg := filepath.Join(dir, "throughput.svg")
-	cmd := exec.Command(bin, "bench", "--quick", "--svg", svg, "--dir", filepath.Join(dir, "run"))
+	cmd := exec.Command(bin, "bench", "--quick", "--svg", svg)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("certmail bench --quick: %v\n%s", err, out)
