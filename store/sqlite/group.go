@@ -204,8 +204,8 @@ func runOne(g guard, r *request) (o outcome, broken error) {
 	if err := r.ctx.Err(); err != nil {
 		return outcome{err: err}, nil
 	}
-	bg := context.Background()
-	if _, err := g.tx.ExecContext(bg, "SAVEPOINT u"); err != nil {
+	g.ctx = context.Background() // the savepoints run whatever r.ctx says
+	if _, err := g.ExecContext(g.ctx, "SAVEPOINT u"); err != nil {
 		return outcome{}, fmt.Errorf("store: update: savepoint: %w", err)
 	}
 	g.ctx = r.ctx
@@ -213,12 +213,13 @@ func runOne(g guard, r *request) (o outcome, broken error) {
 	if o.err == nil && !o.panicked {
 		o.err = r.ctx.Err()
 	}
+	g.ctx = context.Background()
 	if o.err != nil || o.panicked {
-		if _, err := g.tx.ExecContext(bg, "ROLLBACK TO u"); err != nil {
+		if _, err := g.ExecContext(g.ctx, "ROLLBACK TO u"); err != nil {
 			return outcome{}, fmt.Errorf("store: update: roll back one call: %w", err)
 		}
 	}
-	if _, err := g.tx.ExecContext(bg, "RELEASE u"); err != nil {
+	if _, err := g.ExecContext(g.ctx, "RELEASE u"); err != nil {
 		return outcome{}, fmt.Errorf("store: update: release savepoint: %w", err)
 	}
 	return o, nil
