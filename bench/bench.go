@@ -20,6 +20,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,7 @@ type Options struct {
 	// the agent exports it, a message counts only once its evidence is in the log.
 	LogMetric  string
 	SVG        string // where to write the throughput plot; "" for none
+	JSON       string // where to write the report as JSON; "" for none
 	CPUProfile string // where the agent writes its CPU profile of the sweep; "" for none
 	Out        io.Writer
 	Log        io.Writer // progress; default io.Discard
@@ -241,6 +243,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r.Write(o.Out)
 	if o.SVG != "" {
 		if err := os.WriteFile(o.SVG, []byte(r.SVG()), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if o.JSON != "" {
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(o.JSON, append(b, '\n'), 0o644); err != nil {
 			return nil, err
 		}
 	}

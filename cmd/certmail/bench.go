@@ -27,6 +27,7 @@ the bench's mail sink, and its evidence is in the agent's log (when the agent ha
 agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_networks).`, stderr)
 	quick := flags.Bool("quick", false, "a short run: 1 and 16 connections, 1 KB and 10 KB, 60 messages a point")
 	svg := flags.String("svg", "", "write the throughput plot to `FILE` (SVG)")
+	jsonOut := flags.String("json", "", "write the measurements to `FILE` as JSON")
 	conc := flags.String("concurrency", "", "comma-separated connection `COUNTS` (default 1,4,16,64)")
 	sizes := flags.String("sizes", "", "comma-separated message body `SIZES` in bytes (default 1000,10000,100000)")
 	messages := flags.Int("messages", 0, "messages per point (default 1000; half for 100 KB)")
@@ -42,7 +43,7 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	if flags.NArg() > 0 {
 		return usageError(stderr, "bench", "unexpected argument %q", flags.Arg(0))
 	}
-	o := bench.Options{Quick: *quick, SVG: *svg, Messages: *messages, NoPostfix: *noPostfix, LogMetric: *logMetric,
+	o := bench.Options{Quick: *quick, SVG: *svg, JSON: *jsonOut, Messages: *messages, NoPostfix: *noPostfix, LogMetric: *logMetric,
 		CPUProfile: *cpuprofile, Dir: *dir, Out: stdout}
 	var err error
 	if o.Concurrency, err = intList(*conc); err != nil {

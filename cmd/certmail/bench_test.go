@@ -63,8 +63,8 @@ func TestBenchQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(string(plot), "<svg") || strings.Count(string(plot), "<polyline") != 6 {
-		t.Errorf("the plot is not an SVG with 6 lines (3 servers × 2 sizes):\n%.500s", plot)
+	if !strings.HasPrefix(string(plot), "<svg") || strings.Count(string(plot), "<polyline") != 4 {
+		t.Errorf("the plot is not an SVG with 4 lines (certmail and Postfix × 2 sizes):\n%.500s", plot)
 	}
 	if after := postfixEtc(); after != etc {
 		t.Errorf("/etc/postfix changed during the bench:\nbefore %s\nafter  %s", etc, after)
