@@ -45,31 +45,27 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	if err := a.checkSubmission(ctx, &s, now); err != nil {
 		return nil, a.notAccepted(ctx, s, err)
 	}
-	content, err := a.blobs.Put(ctx, s.Message)
-	if err != nil {
-		return nil, fmt.Errorf("agent: store message: %w", err)
-	}
-	if content != evidence.Sum(s.Message) {
-		return nil, fmt.Errorf("agent: blob store returned hash %s for content %s", content, evidence.Sum(s.Message))
-	}
-	var pwHash string
-	if s.Password != "" {
-		if pwHash, err = password.Hash(s.Password, password.Default, a.rand); err != nil {
-			return nil, a.notAccepted(ctx, s, refuseSubmission("option", "message password: %v", err))
+	// M is stored (and synced) while the postings are prepared: both must be done before the
+	// transaction that makes the items exist, and neither needs the other.
+	content := evidence.Sum(s.Message)
+	stored := make(chan error, 1)
+	go func() {
+		h, err := a.blobs.Put(ctx, s.Message)
+		if err == nil && h != content {
+			err = fmt.Errorf("blob store returned hash %s for content %s", h, content)
 		}
+		stored <- err
+	}()
+	posts, err := a.preparePosts(s, content, now)
+	if berr := <-stored; berr != nil {
+		return nil, fmt.Errorf("agent: store message: %w", berr)
 	}
-	submission, err := evidence.NewLabel(a.rand)
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, a.notAccepted(ctx, s, err)
+		}
 		return nil, err
-	}
-	// Everything that needs no transaction — labels, tokens, the signed COPs, the composed
-	// notifications and receipts — is done first, so that the writer, which commits concurrent
-	// submissions together, only writes rows. Nothing leaves the agent before the commit.
-	posts := make([]*posting, len(s.Recipients))
-	for i, rcpt := range s.Recipients {
-		if posts[i], err = a.preparePost(s, rcpt, content, pwHash, submission.String(), now); err != nil {
-			return nil, err
-		}
 	}
 	err = a.st.Update(ctx, func(tx store.Tx) error {
 		for _, p := range posts {
@@ -153,6 +149,31 @@ func (a *Agent) notAccepted(ctx context.Context, s Submission, err error) error 
 	}
 	e.NAC = n.Record.Label
 	return e
+}
+
+// preparePosts hashes the message password and prepares each recipient's posting. Everything
+// that needs no transaction — labels, tokens, the signed COPs, the composed notifications and
+// receipts — is done here, so that the writer, which commits concurrent submissions together,
+// only writes rows. Nothing leaves the agent before the commit.
+func (a *Agent) preparePosts(s Submission, content evidence.Hash, now time.Time) ([]*posting, error) {
+	var pwHash string
+	if s.Password != "" {
+		var err error
+		if pwHash, err = password.Hash(s.Password, password.Default, a.rand); err != nil {
+			return nil, refuseSubmission("option", "message password: %v", err)
+		}
+	}
+	submission, err := evidence.NewLabel(a.rand)
+	if err != nil {
+		return nil, err
+	}
+	posts := make([]*posting, len(s.Recipients))
+	for i, rcpt := range s.Recipients {
+		if posts[i], err = a.preparePost(s, rcpt, content, pwHash, submission.String(), now); err != nil {
+			return nil, err
+		}
+	}
+	return posts, nil
 }
 
 // posting is one recipient's item with everything its posting writes.
