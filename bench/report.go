@@ -142,7 +142,7 @@ func (r *Report) SVG() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n", W, H, W, H)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%.0f" y="22" font-size="14" text-anchor="middle">certmail (certified) and Postfix (plain relay): messages/s against concurrency, %s</text>`+"\n", (W-right+left)/2, r.Started.UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, `<text x="%.0f" y="22" font-size="14" text-anchor="middle">certmail (certified) and Postfix (plain relay), %s</text>`+"\n", W/2, r.Started.UTC().Format("2006-01-02"))
 	for i := 0; i <= 5; i++ {
 		v := maxRate * float64(i) / 5
 		fmt.Fprintf(&b, `<line x1="%.0f" x2="%.0f" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%.0f" y="%.1f" text-anchor="end">%.0f</text>`+"\n",
