@@ -121,7 +121,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		defer os.RemoveAll(dir)
 		o.Dir = dir
 	}
-	source, err := exec.LookPath("smtp-source")
+	source, err := lookPath("smtp-source")
 	if err != nil {
 		return nil, errors.New("bench: smtp-source not found: install Postfix (Debian: apt-get install postfix), which brings it")
 	}
@@ -330,6 +330,15 @@ func (r *Report) point(server string, size, c int) (Point, bool) {
 		return Point{}, false
 	}
 	return r.Points[i], true
+}
+
+// lookPath finds a program in PATH or, as Postfix's programs live there and a user's PATH may
+// lack it, in /usr/sbin.
+func lookPath(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return exec.LookPath(filepath.Join("/usr/sbin", name))
 }
 
 // machine describes the CPU, cores and load, for the report.

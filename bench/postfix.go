@@ -23,6 +23,7 @@ import (
 type postfix struct {
 	dir      string
 	keep     bool
+	bin      string // the postfix command
 	smtp     string // Postfix's smtpd
 	sinkAddr string
 	sink     *exec.Cmd
@@ -37,22 +38,29 @@ type postfix struct {
 // system's temporary directory, which Postfix's daemons (user postfix) can reach whoever runs
 // the bench; keep leaves it after Stop. It says why when it cannot.
 func startPostfix(ctx context.Context, keep bool) (*postfix, error) {
-	for _, prog := range []string{"postfix", "smtp-sink"} {
-		if _, err := exec.LookPath(prog); err != nil {
+	var progs [2]string
+	for i, prog := range []string{"postfix", "smtp-sink"} {
+		var err error
+		if progs[i], err = lookPath(prog); err != nil {
 			return nil, fmt.Errorf("%s is not installed (Debian: apt-get install postfix)", prog)
 		}
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the Postfix baseline needs root, as Postfix's master does")
 	}
-	if _, err := user.Lookup("postfix"); err != nil {
+	owner, err := user.Lookup("postfix")
+	if err != nil {
 		return nil, errors.New("no postfix user: install Debian's postfix package")
+	}
+	uid, err := strconv.Atoi(owner.Uid)
+	if err != nil {
+		return nil, fmt.Errorf("postfix user: %w", err)
 	}
 	dir, err := os.MkdirTemp("", "certmail-bench-postfix")
 	if err != nil {
 		return nil, err
 	}
-	p := &postfix{dir: dir, keep: keep, sinkDone: make(chan struct{})}
+	p := &postfix{dir: dir, keep: keep, bin: progs[0], sinkDone: make(chan struct{})}
 	p.cond = sync.NewCond(&p.mu)
 	defer func() {
 		if p.sink == nil && !keep { // failed before anything started
@@ -75,8 +83,8 @@ func startPostfix(ctx context.Context, keep bool) (*postfix, error) {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, err
 	}
-	if out, err := exec.Command("chown", "postfix", filepath.Join(dir, "data")).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("chown postfix data directory: %v %s", err, out)
+	if err := os.Chown(filepath.Join(dir, "data"), uid, -1); err != nil {
+		return nil, fmt.Errorf("postfix data directory: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "etc", "main.cf"), []byte(p.mainCF()), 0o644); err != nil {
 		return nil, err
@@ -86,7 +94,7 @@ func startPostfix(ctx context.Context, keep bool) (*postfix, error) {
 	}
 
 	// smtp-sink as the next hop: it takes every message and counts them (-c).
-	p.sink = exec.Command("smtp-sink", "-u", "nobody", "-c", p.sinkAddr, "1024")
+	p.sink = exec.Command(progs[1], "-u", "nobody", "-c", p.sinkAddr, "1024")
 	out, err := p.sink.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -178,7 +186,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 // postfix runs `postfix -c DIR/etc VERB`. Postfix writes its errors to the terminal only when
 // there is one, and to the instance's log file otherwise.
 func (p *postfix) postfix(ctx context.Context, verb string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "postfix", "-c", filepath.Join(p.dir, "etc"), verb)
+	cmd := exec.CommandContext(ctx, p.bin, "-c", filepath.Join(p.dir, "etc"), verb)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		if b, rerr := os.ReadFile(filepath.Join(p.dir, "postfix.log")); rerr == nil {

@@ -15,6 +15,8 @@ import (
 // starts its own certmail and Postfix, drives both with smtp-source, and prints the tables and
 // the plot. It checks that every measured point is there with a positive rate, not how fast.
 func TestBenchQuick(t *testing.T) {
+	// Postfix's programs are in /usr/sbin, which a user's PATH may lack; the bench looks there.
+	t.Setenv("PATH", os.Getenv("PATH")+string(os.PathListSeparator)+"/usr/sbin")
 	need(t, "smtp-source")
 	need(t, "smtp-sink")
 	need(t, "postfix")
