@@ -34,7 +34,7 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	noPostfix := flags.Bool("no-postfix", false, "skip the Postfix baseline")
 	logMetric := flags.String("log-metric", bench.DefaultLogMetric, "the agent's `COUNTER` of evidence appended to the log")
 	cpuprofile := flags.String("cpuprofile", "", "have the agent write a CPU profile of the whole run to `FILE`")
-	dir := flags.String("dir", "", "keep the run's files (agent data and log, Postfix instance) in `DIR`")
+	dir := flags.String("dir", "", "keep the agent's data and log in `DIR`, and leave the Postfix instance's directory (-v names it)")
 	verbose := flags.Bool("v", false, "print progress on stderr")
 	agentBin := flags.String("agent", "", "run this certmail `BINARY` as the agent, to compare builds (default: this one)")
 	if code, ok := parseFlags(flags, args); !ok {
