@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"certmail/evidence"
@@ -55,6 +56,7 @@ type Agent struct {
 	rand     io.Reader
 	tries    *tries
 	book     *logbook
+	appended atomic.Uint64 // notes appended to the evidence log by this process
 }
 
 // New returns an agent signing with id. now and random may be nil for the wall clock and

@@ -55,6 +55,9 @@ func (t loggedTx) AddEvidence(l evidence.Label, n *evidence.Note) (store.Evidenc
 	return e, err
 }
 
+// LogAppended is how many notes this process has appended to the evidence log, for /metrics.
+func (a *Agent) LogAppended() uint64 { return a.appended.Load() }
+
 // publish appends stored notes to the log and has their indices recorded.
 func (a *Agent) publish(ctx context.Context, es []store.Evidence) error {
 	if a.settings.Log == nil || len(es) == 0 {
@@ -68,6 +71,7 @@ func (a *Agent) publish(ctx context.Context, es []store.Evidence) error {
 	if err != nil {
 		return fmt.Errorf("agent: evidence log: %w", err)
 	}
+	a.appended.Add(uint64(len(leaves)))
 	entries := make([]logEntry, len(es))
 	for i, e := range es {
 		entries[i] = logEntry{e.Seq, idx[i]}

@@ -45,37 +45,42 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	if err := a.checkSubmission(ctx, &s, now); err != nil {
 		return nil, a.notAccepted(ctx, s, err)
 	}
-	content, err := a.blobs.Put(ctx, s.Message)
-	if err != nil {
-		return nil, fmt.Errorf("agent: store message: %w", err)
-	}
-	if content != evidence.Sum(s.Message) {
-		return nil, fmt.Errorf("agent: blob store returned hash %s for content %s", content, evidence.Sum(s.Message))
-	}
-	var pwHash string
-	if s.Password != "" {
-		if pwHash, err = password.Hash(s.Password, password.Default, a.rand); err != nil {
-			return nil, a.notAccepted(ctx, s, refuseSubmission("option", "message password: %v", err))
+	// M is stored (and synced) while the postings are prepared: both must be done before the
+	// transaction that makes the items exist, and neither needs the other.
+	content := evidence.Sum(s.Message)
+	stored := make(chan error, 1)
+	go func() {
+		h, err := a.blobs.Put(ctx, s.Message)
+		if err == nil && h != content {
+			err = fmt.Errorf("blob store returned hash %s for content %s", h, content)
 		}
+		stored <- err
+	}()
+	posts, err := a.preparePosts(s, content, now)
+	if berr := <-stored; berr != nil {
+		return nil, fmt.Errorf("agent: store message: %w", berr)
 	}
-	submission, err := evidence.NewLabel(a.rand)
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, a.notAccepted(ctx, s, err)
+		}
 		return nil, err
 	}
-	var postings []Posting
 	err = a.update(ctx, func(tx store.Tx) error {
-		postings = postings[:0]
-		for _, rcpt := range s.Recipients {
-			p, err := a.post(tx, s, rcpt, content, pwHash, submission.String(), now)
-			if err != nil {
+		for _, p := range posts {
+			if err := p.write(tx); err != nil {
 				return err
 			}
-			postings = append(postings, p)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	postings := make([]Posting, len(posts))
+	for i, p := range posts {
+		postings[i] = Posting{Label: p.item.Label, Recipient: p.item.Recipient, COP: p.cop}
 	}
 	a.queued()
 	return postings, nil
@@ -146,15 +151,70 @@ func (a *Agent) notAccepted(ctx context.Context, s Submission, err error) error 
 	return e
 }
 
-// post creates one recipient's item and its evidence inside tx.
-func (a *Agent) post(tx store.Tx, s Submission, rcpt string, content evidence.Hash, pwHash, submission string, now time.Time) (Posting, error) {
+// preparePosts hashes the message password and prepares each recipient's posting. Everything
+// that needs no transaction — labels, tokens, the signed COPs, the composed notifications and
+// receipts — is done here, so that the writer, which commits concurrent submissions together,
+// only writes rows. Nothing leaves the agent before the commit.
+func (a *Agent) preparePosts(s Submission, content evidence.Hash, now time.Time) ([]*posting, error) {
+	var pwHash string
+	if s.Password != "" {
+		var err error
+		if pwHash, err = password.Hash(s.Password, password.Default, a.rand); err != nil {
+			return nil, refuseSubmission("option", "message password: %v", err)
+		}
+	}
+	submission, err := evidence.NewLabel(a.rand)
+	if err != nil {
+		return nil, err
+	}
+	posts := make([]*posting, len(s.Recipients))
+	for i, rcpt := range s.Recipients {
+		if posts[i], err = a.preparePost(s, rcpt, content, pwHash, submission.String(), now); err != nil {
+			return nil, err
+		}
+	}
+	return posts, nil
+}
+
+// posting is one recipient's item with everything its posting writes.
+type posting struct {
+	item   store.Item
+	cop    *evidence.Note
+	timers []store.Timer
+	mails  []store.Outbound
+}
+
+// write stores the posting in tx.
+func (p *posting) write(tx store.Tx) error {
+	if err := tx.InsertItem(p.item); err != nil {
+		return err
+	}
+	if _, err := tx.AddEvidence(p.item.Label, p.cop); err != nil {
+		return err
+	}
+	for _, t := range p.timers {
+		if err := tx.SetTimer(t); err != nil {
+			return err
+		}
+	}
+	for _, m := range p.mails {
+		if _, err := tx.Enqueue(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// preparePost makes one recipient's item, signs its COP (seed 001 §4.3 steps 1–2) and composes
+// its notification and posting receipt, ready to be written.
+func (a *Agent) preparePost(s Submission, rcpt string, content evidence.Hash, pwHash, submission string, now time.Time) (*posting, error) {
 	l, err := evidence.NewLabel(a.rand)
 	if err != nil {
-		return Posting{}, err
+		return nil, err
 	}
 	tok, tokHash, err := a.newToken()
 	if err != nil {
-		return Posting{}, err
+		return nil, err
 	}
 	it := store.Item{
 		Label: l, Submission: submission, Protocol: s.Protocol, Sender: s.Sender, Recipient: rcpt,
@@ -162,20 +222,14 @@ func (a *Agent) post(tx store.Tx, s Submission, rcpt string, content evidence.Ha
 		Deadline: s.Deadline, Receipt: s.Receipt, Notify: s.Notify, PasswordHash: pwHash, PasswordHint: s.Hint,
 		TokenHash: tokHash, State: store.StatePosted, Submitted: now, Updated: now,
 	}
-	if err := tx.InsertItem(it); err != nil {
-		return Posting{}, err
-	}
-	cop, err := a.sign(tx, &evidence.Record{Type: evidence.COP, Label: l, Protocol: s.Protocol, Agent: a.Name(),
-		Sender: s.Sender, Recipient: rcpt, Content: content, Deadline: s.Deadline, Time: now})
+	cop, err := evidence.Sign(&evidence.Record{Type: evidence.COP, Label: l, Protocol: s.Protocol, Agent: a.Name(),
+		Sender: s.Sender, Recipient: rcpt, Content: content, Deadline: s.Deadline, Time: now}, a.id.Signer)
 	if err != nil {
-		return Posting{}, err
+		return nil, fmt.Errorf("agent: sign %s: %w", evidence.COP, err)
 	}
+	p := &posting{item: it, cop: cop}
 	warn := now.Add(time.Duration(float64(s.Deadline.Sub(now)) * a.settings.WarnAt))
-	for _, t := range []store.Timer{{Label: l, Kind: timerWarn, Due: warn}, {Label: l, Kind: timerDeadline, Due: closing(now, s.Deadline)}} {
-		if err := tx.SetTimer(t); err != nil {
-			return Posting{}, err
-		}
-	}
+	p.timers = []store.Timer{{Label: l, Kind: timerWarn, Due: warn}, {Label: l, Kind: timerDeadline, Due: closing(now, s.Deadline)}}
 	notice := Notice{From: a.settings.Bounce, To: rcpt, Sender: s.Sender, Label: l, Protocol: s.Protocol,
 		Commitment: it.Commitment, Deadline: closing(now, s.Deadline), PickupURL: a.PickupURL(tok), NeedPassword: pwHash != "", Hint: s.Hint}
 	if s.Protocol == evidence.CEM {
@@ -183,15 +237,20 @@ func (a *Agent) post(tx store.Tx, s Submission, rcpt string, content evidence.Ha
 	}
 	data, err := a.mails.Notification(notice)
 	if err != nil {
-		return Posting{}, fmt.Errorf("agent: compose notification: %w", err)
+		return nil, fmt.Errorf("agent: compose notification: %w", err)
 	}
-	if err := a.enqueue(tx, l, kindNotification, rcpt, data, now); err != nil {
-		return Posting{}, err
+	p.mails = append(p.mails, a.outbound(l, kindNotification, rcpt, data, now))
+	// The posting receipt carries the bundle as it will stand once the posting is stored: the
+	// agent's key and the COP, as bundleIn would read them back.
+	b := &evidence.Bundle{Label: l}
+	b.AddKey(a.id.Verifier)
+	b.Notes = []*evidence.Note{cop}
+	rdata, err := a.composeReceipt(it, ReceiptPosting, cop, b, "", now, s.Message)
+	if err != nil {
+		return nil, err
 	}
-	if err := a.receipt(tx, it, ReceiptPosting, cop, "", now, s.Message); err != nil {
-		return Posting{}, err
-	}
-	return Posting{Label: l, Recipient: rcpt, COP: cop}, nil
+	p.mails = append(p.mails, a.outbound(l, string(ReceiptPosting), it.Sender, rdata, now))
+	return p, nil
 }
 
 // Outbound kinds the agent queues.
@@ -216,9 +275,14 @@ const (
 )
 
 func (a *Agent) enqueue(tx store.Tx, l evidence.Label, kind, to string, data []byte, now time.Time) error {
-	_, err := tx.Enqueue(store.Outbound{Label: l, Kind: kind, From: a.settings.Bounce, To: to, Data: data,
-		State: store.OutQueued, NextAttempt: now, Created: now, Updated: now})
+	_, err := tx.Enqueue(a.outbound(l, kind, to, data, now))
 	return err
+}
+
+// outbound is a mail to queue, due now.
+func (a *Agent) outbound(l evidence.Label, kind, to string, data []byte, now time.Time) store.Outbound {
+	return store.Outbound{Label: l, Kind: kind, From: a.settings.Bounce, To: to, Data: data,
+		State: store.OutQueued, NextAttempt: now, Created: now, Updated: now}
 }
 
 // receipt queues the mail that tells the sender about a step, with the step's note and the
@@ -228,9 +292,18 @@ func (a *Agent) receipt(tx store.Tx, it store.Item, kind ReceiptKind, n *evidenc
 	if err != nil {
 		return err
 	}
+	data, err := a.composeReceipt(it, kind, n, b, reason, now, message)
+	if err != nil {
+		return err
+	}
+	return a.enqueue(tx, it.Label, string(kind), it.Sender, data, now)
+}
+
+// composeReceipt composes the mail that tells the sender about a step, with bundle b.
+func (a *Agent) composeReceipt(it store.Item, kind ReceiptKind, n *evidence.Note, b *evidence.Bundle, reason string, now time.Time, message []byte) ([]byte, error) {
 	enc, err := b.Encode()
 	if err != nil {
-		return fmt.Errorf("agent: bundle for receipt: %w", err)
+		return nil, fmt.Errorf("agent: bundle for receipt: %w", err)
 	}
 	r := Receipt{Kind: kind, From: a.settings.Bounce, To: it.Sender, Sender: it.Sender, Recipient: it.Recipient, Subject: it.Subject,
 		Label: it.Label, Content: it.Content, Deadline: it.Deadline, Time: now, Reason: reason, Form: it.Receipt,
@@ -240,9 +313,9 @@ func (a *Agent) receipt(tx store.Tx, it store.Item, kind ReceiptKind, n *evidenc
 	}
 	data, err := a.mails.Receipt(r)
 	if err != nil {
-		return fmt.Errorf("agent: compose %s: %w", kind, err)
+		return nil, fmt.Errorf("agent: compose %s: %w", kind, err)
 	}
-	return a.enqueue(tx, it.Label, string(kind), it.Sender, data, now)
+	return data, nil
 }
 
 // bundleIn builds the bundle of an item from what tx sees (without the message). When the

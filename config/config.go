@@ -31,11 +31,12 @@ type Config struct {
 	// https://Hostname:port with the port of Listen.HTTPS.
 	PublicURL string `toml:"public_url"`
 
-	Listen    Listen    `toml:"listen"`
-	Outbound  Outbound  `toml:"outbound"`
-	Deadlines Deadlines `toml:"deadlines"`
-	Retention Retention `toml:"retention"`
-	Limits    Limits    `toml:"limits"`
+	Listen     Listen     `toml:"listen"`
+	Submission Submission `toml:"submission"`
+	Outbound   Outbound   `toml:"outbound"`
+	Deadlines  Deadlines  `toml:"deadlines"`
+	Retention  Retention  `toml:"retention"`
+	Limits     Limits     `toml:"limits"`
 }
 
 // Listen holds listener addresses as host:port; an empty address switches the listener off.
@@ -44,6 +45,16 @@ type Listen struct {
 	SMTPInbound    string `toml:"smtp_inbound"`    // relays from peer agents; off by default
 	HTTPS          string `toml:"https"`           // API, pages, pickup, /log/
 	HTTP           string `toml:"http"`            // plain HTTP, for a TLS-terminating proxy; off by default
+}
+
+// Submission configures SMTP submission beyond the listener.
+type Submission struct {
+	// TrustedNetworks lets clients connecting from these loopback networks (CIDR prefixes such
+	// as "127.0.0.0/8") submit as TrustedUser without STARTTLS and AUTH, as Postfix's
+	// mynetworks does. For benchmarks and trusted relays on the same machine only; empty (off)
+	// by default. Their messages are certified like any other, in TrustedUser's name.
+	TrustedNetworks []string `toml:"trusted_networks"`
+	TrustedUser     string   `toml:"trusted_user"`
 }
 
 // Outbound delivery modes and TLS modes of a smarthost.
@@ -146,6 +157,9 @@ func (c *Config) resolve() {
 		}
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if len(c.Submission.TrustedNetworks) == 0 {
+		c.Submission.TrustedNetworks = nil // "trusted_networks = []" is the default, off
+	}
 	o := &c.Outbound
 	if o.Mode == "" {
 		o.Mode = ModeMX

@@ -303,6 +303,13 @@ func TestValidate(t *testing.T) {
 		{"no size", func(c *config.Config) { c.Limits.MaxMessageBytes = 0 }, []string{"limits.max_message_bytes = 0"}},
 		{"no recipients", func(c *config.Config) { c.Limits.MaxRecipients = -1 }, []string{"limits.max_recipients = -1"}},
 		{"no logins", func(c *config.Config) { c.Limits.LoginPerMinuteAddress = 0 }, []string{"limits.login_per_minute_address = 0"}},
+		{"trusted not a network", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"127.0.0.1"} }, []string{"submission.trusted_networks", `"127.0.0.1" is not a network`}},
+		{"trusted not loopback", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"10.0.0.0/8"} }, []string{`"10.0.0.0/8" is not a loopback network`}},
+		{"trusted wider than loopback", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"126.0.0.0/7"} }, []string{`"126.0.0.0/7" is not a loopback network`}},
+		{"trusted everything", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"::/0"} }, []string{`"::/0" is not a loopback network`}},
+		{"trusted without user", func(c *config.Config) { trusted(c); c.Submission.TrustedUser = "" }, []string{"submission.trusted_user is empty"}},
+		{"trusted user without networks", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = nil }, []string{"submission.trusted_networks is empty"}},
+		{"trusted user not an address", func(c *config.Config) { trusted(c); c.Submission.TrustedUser = "bench" }, []string{`submission.trusted_user = "bench"`}},
 	} {
 		c := config.Default()
 		tc.change(&c)
@@ -347,6 +354,28 @@ func smarthost(c *config.Config) {
 	c.Outbound.TLS = "starttls"
 	c.Outbound.Username = "u"
 	c.Outbound.Password = "p"
+}
+
+func trusted(c *config.Config) {
+	c.Submission = config.Submission{TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, TrustedUser: "bench@localhost"}
+}
+
+// TestTrustedSubmission: the trusted-network option is off unless configured, and loads as
+// written when it is.
+func TestTrustedSubmission(t *testing.T) {
+	t.Parallel()
+	if c := config.Default(); len(c.Submission.TrustedNetworks) != 0 || c.Submission.TrustedUser != "" {
+		t.Fatalf("trusted submission is on by default: %+v", c.Submission)
+	}
+	c := mustLoad(t, "[submission]\ntrusted_networks = [\"127.0.0.0/8\", \"::1/128\"]\ntrusted_user = \"bench@localhost\"\n")
+	want := config.Submission{TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, TrustedUser: "bench@localhost"}
+	if !reflect.DeepEqual(c.Submission, want) {
+		t.Fatalf("submission = %+v, want %+v", c.Submission, want)
+	}
+	c = mustLoad(t, "[submission]\ntrusted_networks = [\"127.0.0.1/32\"]\ntrusted_user = \"bench@localhost\"\n")
+	if len(c.Submission.TrustedNetworks) != 1 {
+		t.Fatalf("a single host as /32: %+v", c.Submission)
+	}
 }
 
 func TestValidationErrorListsAll(t *testing.T) {

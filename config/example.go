@@ -34,6 +34,13 @@ https = "127.0.0.1:8443"
 # Plain HTTP, only behind a proxy that terminates TLS.
 http = ""
 
+# SMTP submission. For benchmarks and trusted relays on this machine only: clients connecting
+# from trusted_networks (loopback prefixes, such as ["127.0.0.0/8"]) may submit without
+# STARTTLS and AUTH, in the name of trusted_user, an existing user. Off when empty.
+[submission]
+trusted_networks = []
+trusted_user = ""
+
 # Delivery of notifications and receipts.
 [outbound]
 # "mx" delivers to each domain's mail server itself; "smarthost" hands everything to a relay.

@@ -79,6 +79,27 @@ func (c Config) Validate() error {
 		}
 	}
 
+	sub := c.Submission
+	for _, n := range sub.TrustedNetworks {
+		pfx, err := netip.ParsePrefix(n)
+		switch {
+		case err != nil:
+			bad("submission.trusted_networks: %q is not a network: write a CIDR prefix, such as \"127.0.0.0/8\" or \"::1/128\"", n)
+		case !pfx.Masked().Addr().IsLoopback() || !lastIn(pfx).IsLoopback():
+			bad("submission.trusted_networks: %q is not a loopback network: only clients on this machine may submit without AUTH (127.0.0.0/8, ::1/128)", n)
+		}
+	}
+	switch {
+	case len(sub.TrustedNetworks) > 0 && sub.TrustedUser == "":
+		bad("submission.trusted_networks is set but submission.trusted_user is empty: name the user its clients submit as, such as \"bench@localhost\"")
+	case sub.TrustedUser != "" && len(sub.TrustedNetworks) == 0:
+		bad("submission.trusted_user is set but submission.trusted_networks is empty: list the loopback networks that may submit as it, or remove trusted_user")
+	case sub.TrustedUser != "":
+		if err := evidence.CheckAddress(sub.TrustedUser); err != nil {
+			bad("submission.trusted_user = %q: %v", sub.TrustedUser, err)
+		}
+	}
+
 	o := c.Outbound
 	switch o.Mode {
 	case ModeMX:
@@ -162,6 +183,16 @@ func (c Config) Validate() error {
 		return &ValidationError{Problems: p}
 	}
 	return nil
+}
+
+// lastIn returns the last address of a prefix.
+func lastIn(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // checkAddr accepts a listener address: host:port with an optional host (an IP address or a

@@ -97,6 +97,7 @@ type hop struct {
 	tls  string // config.TLSNone, config.TLSStartTLS (required), tlsOpportunistic or config.TLSImplicit
 	cfg  *tls.Config
 	auth bool // authenticate with the configured credentials
+	pool bool // keep the connection open for the next mail (the smarthost: always the same hop)
 }
 
 // deliver hands m to the next server once.
@@ -108,7 +109,7 @@ func (q *Queue) deliver(ctx context.Context, m store.Outbound) result {
 	if err != nil {
 		return result{err: fmt.Errorf("smarthost %q: %w", q.cfg.Smarthost, err)}
 	}
-	return q.send(ctx, m, hop{addr: q.cfg.Smarthost, name: host, tls: q.cfg.TLS, auth: true,
+	return q.send(ctx, m, hop{addr: q.cfg.Smarthost, name: host, tls: q.cfg.TLS, auth: true, pool: true,
 		cfg: &tls.Config{ServerName: host, RootCAs: q.cfg.RootCAs, MinVersion: tls.VersionTLS12}})
 }
 
@@ -181,8 +182,21 @@ func notFound(err error) bool {
 	return errors.As(err, &de) && de.IsNotFound
 }
 
-// send hands m to the server at h in one SMTP transaction on a connection of its own.
+// send hands m to the server at h in one SMTP transaction. To the smarthost it uses a
+// connection kept open by an earlier delivery when there is one (RFC 5321 3.3: a client may
+// send several mails in one session), and a new one when that connection turns out closed
+// before the mail was handed over; to an MX, a connection of its own.
 func (q *Queue) send(ctx context.Context, m store.Outbound, h hop) result {
+	if h.pool {
+		if s := q.takeIdle(ctx); s != nil {
+			r, keep, stale := q.transact(m, h, s, true)
+			if !stale {
+				q.putBack(s, keep)
+				return r
+			}
+			s.close() // the server closed it while it was idle: try a new one
+		}
+	}
 	r := result{host: h.name}
 	s, err := q.connect(ctx, h)
 	if err != nil && h.tls == tlsOpportunistic && errors.Is(err, errHandshake) {
@@ -194,46 +208,98 @@ func (q *Queue) send(ctx context.Context, m store.Outbound, h hop) result {
 	if err != nil {
 		return r.fail(err, false)
 	}
-	defer s.close()
+	r, keep, _ := q.transact(m, h, s, false)
+	q.putBack(s, keep && h.pool)
+	return r
+}
 
-	if h.auth && q.cfg.Username != "" {
+// transact runs one mail's transaction on s: AUTH first on a new session, then MAIL, RCPT and
+// DATA. keep says s may carry another mail; stale that a reused s failed before the server
+// took anything, as one the server has closed does.
+func (q *Queue) transact(m store.Outbound, h hop, s *session, reused bool) (r result, keep, stale bool) {
+	r = result{host: h.name}
+	if !reused && h.auth && q.cfg.Username != "" {
 		if !s.encrypted {
-			return r.fail(errors.New(`AUTH: the password is never sent in the clear; set tls to "starttls" or "tls"`), false)
+			return r.fail(errors.New(`AUTH: the password is never sent in the clear; set tls to "starttls" or "tls"`), false), false, false
 		}
 		if !s.c.SupportsAuth(sasl.Plain) {
-			return r.fail(errors.New("AUTH: the server does not offer AUTH PLAIN"), false)
+			return r.fail(errors.New("AUTH: the server does not offer AUTH PLAIN"), false), false, false
 		}
 		if err := s.c.Auth(sasl.NewPlainClient("", q.cfg.Username, q.cfg.Password)); err != nil {
-			return r.fail(refused("AUTH", err), false)
+			return r.fail(refused("AUTH", err), false), false, false
 		}
 	}
 	utf8 := !isASCII(m.From) || !isASCII(m.To)
 	if ok, _ := s.c.Extension("SMTPUTF8"); utf8 && !ok {
 		// RFC 6531 3.2: the server cannot take an internationalized address, now or later.
-		return result{host: h.name, permanent: true, err: errors.New("the server does not accept internationalized addresses (SMTPUTF8, RFC 6531)")}
+		return result{host: h.name, permanent: true, err: errors.New("the server does not accept internationalized addresses (SMTPUTF8, RFC 6531)")}, true, false
 	}
 	// A refused MAIL FROM refuses our own address, not the recipient: it is retried, so that an
 	// operator can mend the configuration before the mail bounces.
 	if err := s.c.Mail(m.From, &smtp.MailOptions{Size: int64(len(m.Data)), UTF8: utf8}); err != nil {
-		return r.fail(refused("MAIL FROM", err), false)
+		var se *smtp.SMTPError
+		if reused && (!errors.As(err, &se) || se.Code == 421) {
+			return r, false, true // closed while idle, or closing (RFC 5321 3.8)
+		}
+		return r.fail(refused("MAIL FROM", err), false), false, false
 	}
 	if err := s.c.Rcpt(m.To, nil); err != nil {
-		return r.fail(refused("RCPT TO", err), true)
+		s.c.Reset()
+		return r.fail(refused("RCPT TO", err), true), false, false
 	}
 	w, err := s.c.Data()
 	if err != nil {
-		return r.fail(refused("DATA", err), true)
+		return r.fail(refused("DATA", err), true), false, false
 	}
 	if _, err := w.Write(m.Data); err != nil {
 		s.broken = true // a QUIT now would be read as data
-		return r.fail(fmt.Errorf("DATA: %w", err), false)
+		return r.fail(fmt.Errorf("DATA: %w", err), false), false, false
 	}
 	// RFC 5321 4.1.1.4: the reply to the final dot is what says the server took the mail.
 	if _, err := w.CloseWithResponse(); err != nil {
-		return r.fail(refused("end of DATA", err), true)
+		return r.fail(refused("end of DATA", err), true), false, false
 	}
 	r.code = 250
-	return r
+	return r, true, false
+}
+
+// takeIdle returns a kept-open session to the smarthost, bound to ctx, or nil.
+func (q *Queue) takeIdle(ctx context.Context) *session {
+	select {
+	case s := <-q.idle:
+		s.stop = context.AfterFunc(ctx, func() { s.c.Close() })
+		return s
+	default:
+		return nil
+	}
+}
+
+// putBack keeps s for the next mail when keep and there is room, and closes it otherwise.
+func (q *Queue) putBack(s *session, keep bool) {
+	if !s.stop() { // the delivery's ctx ended and closed the connection
+		s.broken = true
+	}
+	s.stop = func() bool { return true }
+	if keep && !s.broken {
+		select {
+		case q.idle <- s:
+			return
+		default:
+		}
+	}
+	s.close()
+}
+
+// closeIdle says QUIT on the kept-open sessions.
+func (q *Queue) closeIdle() {
+	for {
+		select {
+		case s := <-q.idle:
+			s.close()
+		default:
+			return
+		}
+	}
 }
 
 // session is one SMTP connection, introduced and, when it could be, encrypted.

@@ -691,3 +691,28 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Mail to the smarthost goes over a kept-open connection, with AUTH once; when the smarthost
+// has closed that connection while it was idle, the next mail opens a new one and goes all the
+// same.
+func TestSmarthostConnectionKeptOpen(t *testing.T) {
+	const password = "correct horse battery staple"
+	w := newWorld(t)
+	tlsConfig, roots := selfSigned(t)
+	s := newSink(t, sinkOptions{tls: tlsConfig, users: map[string]string{"relay": password}, readTimeout: 300 * time.Millisecond})
+	cfg := smarthost(s)
+	cfg.TLS, cfg.RootCAs, cfg.Username, cfg.Password = config.TLSStartTLS, roots, "relay", password
+	cfg.Workers = 1
+	q := w.queue(cfg)
+	w.submit(t, bob, dave)
+	runOnce(t, q, 4, 0, 0) // two notifications, two posting receipts
+	if c, a := s.connections(), s.authAttempts(); c != 1 || a != 1 {
+		t.Fatalf("4 mails took %d connections and %d AUTHs, want 1 and 1", c, a)
+	}
+	time.Sleep(time.Second) // the sink drops a connection idle for 300 ms
+	w.submit(t, bob)
+	runOnce(t, q, 2, 0, 0)
+	if len(s.to(bob)) != 2 || s.connections() != 2 {
+		t.Fatalf("bob got %d notifications over %d connections in all, want 2 over 2", len(s.to(bob)), s.connections())
+	}
+}

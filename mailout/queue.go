@@ -72,7 +72,7 @@ type Config struct {
 	Now      func() time.Time // nil for time.Now
 	Rand     func() float64   // in [0, 1), for the jitter; nil for math/rand/v2
 	Logger   *slog.Logger     // nil for slog.Default()
-	Workers  int              // deliveries at once; default 4
+	Workers  int              // deliveries at once, and sessions kept open to the smarthost; default 32
 	Poll     time.Duration    // how often Run looks for due mail; default 1m
 	Batch    int              // mails claimed by one run; default 100
 	// Timeout bounds one mail's delivery, all hosts tried included; default 15m, above the 10
@@ -91,6 +91,7 @@ type Queue struct {
 	rec  Recorder
 	log  *slog.Logger
 	kick chan struct{}
+	idle chan *session // open sessions to the smarthost, for the next mails
 
 	randMu sync.Mutex // Config.Rand need not be safe for concurrent use
 }
@@ -134,7 +135,7 @@ func New(cfg Config, st store.Store, rec Recorder) *Queue {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = 32
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Minute
@@ -145,7 +146,7 @@ func New(cfg Config, st store.Store, rec Recorder) *Queue {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Minute
 	}
-	return &Queue{cfg: cfg, st: st, rec: rec, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	return &Queue{cfg: cfg, st: st, rec: rec, log: cfg.Logger, kick: make(chan struct{}, 1), idle: make(chan *session, cfg.Workers)}
 }
 
 // lease is how long a claimed mail stays out of other runs' reach: its delivery's bound, and a
@@ -166,6 +167,7 @@ func (q *Queue) Kick() {
 func (q *Queue) Run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	defer q.closeIdle()
 	for {
 		select {
 		case <-ctx.Done():

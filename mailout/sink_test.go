@@ -2,6 +2,7 @@ package mailout_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -31,6 +32,7 @@ type sink struct {
 	actions map[string]string // recipient → "" (250), "451", "550", "554-data", "drop", "hold"
 	got     []received
 	auths   int // AUTH attempts
+	conns   int // connections accepted (sessions before STARTTLS)
 
 	held    chan string   // a "hold" recipient's data has been read; no reply yet
 	release chan struct{} // closed to answer held deliveries (and at cleanup)
@@ -51,7 +53,8 @@ type sinkOptions struct {
 	tls          *tls.Config // offered with STARTTLS, or spoken at once with implicit
 	implicit     bool
 	users        map[string]string
-	insecureAuth bool // offer AUTH without TLS
+	insecureAuth bool          // offer AUTH without TLS
+	readTimeout  time.Duration // close a connection idle this long; default 10 s
 }
 
 func newSink(t *testing.T, o sinkOptions) *sink {
@@ -69,10 +72,17 @@ func newSink(t *testing.T, o sinkOptions) *sink {
 	s := &sink{addr: l.Addr().String(), users: o.users, actions: map[string]string{},
 		held: make(chan string, 16), release: make(chan struct{})}
 	_, s.port, _ = net.SplitHostPort(s.addr)
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s, c: c}, nil }))
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		if _, tls := c.TLSConnectionState(); !tls { // after STARTTLS go-smtp starts a new session
+			s.mu.Lock()
+			s.conns++
+			s.mu.Unlock()
+		}
+		return &sinkSession{s: s, c: c}, nil
+	}))
 	srv.Domain = "sink.test"
 	srv.AllowInsecureAuth = o.insecureAuth
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	srv.ReadTimeout, srv.WriteTimeout = cmp.Or(o.readTimeout, 10*time.Second), 10*time.Second
 	srv.ErrorLog = nopLogger{}
 	if o.implicit {
 		l = tls.NewListener(l, o.tls)
@@ -123,6 +133,12 @@ func (s *sink) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.got)
+}
+
+func (s *sink) connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
 }
 
 func (s *sink) authAttempts() int {

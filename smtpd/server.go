@@ -8,7 +8,9 @@
 // durably; the 250 names the label of each recipient's item.
 //
 // The server must never relay: without a successful AUTH no transaction can start, and an
-// authenticated user can send only in its own name. It never logs a password, an AUTH exchange
+// authenticated user can send only in its own name. The one exception is opt-in, for
+// benchmarks and trusted relays: clients from Config.TrustedNetworks count as authenticated as
+// Config.TrustedUser from their first command. It never logs a password, an AUTH exchange
 // or a message body.
 package smtpd
 
@@ -19,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +48,11 @@ type Config struct {
 	// ReadTimeout bounds the wait for each command line and for the whole of a message after
 	// DATA; WriteTimeout each reply. Default 5 minutes each (RFC 5321 4.5.3.2.7).
 	ReadTimeout, WriteTimeout time.Duration
+	// TrustedNetworks, for benchmarks and trusted relays on the same machine only, lets a
+	// client connecting from one of these networks submit without STARTTLS and AUTH, as
+	// TrustedUser (Postfix's mynetworks). Empty by default: every client must authenticate.
+	TrustedNetworks []netip.Prefix
+	TrustedUser     string
 }
 
 // Defaults of Config.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -46,8 +47,31 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		client = host
 	}
 	_, isTLS := c.TLSConnectionState()
-	return &session{srv: s, client: client, tls: isTLS,
-		log: s.log.With("session", s.sessions.Add(1), "client", client, "tls", isTLS)}, nil
+	sess := &session{srv: s, client: client, tls: isTLS,
+		log: s.log.With("session", s.sessions.Add(1), "client", client, "tls", isTLS)}
+	if s.trusted(client) {
+		sess.user = s.cfg.TrustedUser
+		sess.log.Debug("smtp trusted client: no AUTH needed", "user", sess.user)
+	}
+	return sess, nil
+}
+
+// trusted reports whether a client's address is in Config.TrustedNetworks.
+func (s *Server) trusted(client string) bool {
+	if len(s.cfg.TrustedNetworks) == 0 || s.cfg.TrustedUser == "" {
+		return false
+	}
+	a, err := netip.ParseAddr(client)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.cfg.TrustedNetworks {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // AuthMechanisms lists nothing before STARTTLS, so EHLO advertises AUTH only over TLS: RFC 4954

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	netsmtp "net/smtp"
 	"regexp"
 	"slices"
@@ -522,4 +523,25 @@ func TestServeAndClose(t *testing.T) {
 	if err := noTLS.Serve(l); err == nil || !strings.Contains(err.Error(), "TLS") {
 		t.Errorf("Serve without TLS: %v", err)
 	}
+}
+
+// A client from a trusted network submits without STARTTLS and AUTH, as the trusted user and
+// only in that user's name; a client from elsewhere must still authenticate.
+func TestTrustedNetworks(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, options{trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	c := w.dial(t)
+	c.ehlo()
+	c.expect("MAIL FROM:<"+carol+">", 553, "5.7.1")
+	code, msg := c.send(message(alice), bob)
+	if code != 250 {
+		t.Fatalf("trusted submission: %d %s", code, msg)
+	}
+	w.checkCertified(t, msg, []byte(message(alice)), bob)
+
+	// The option trusts networks, not everyone: ::1 alone does not cover 127.0.0.1.
+	other := newWorld(t, options{trusted: []netip.Prefix{netip.MustParsePrefix("::1/128")}})
+	c = other.dial(t)
+	c.ehlo()
+	c.expect("MAIL FROM:<"+alice+">", 530, "5.7.0")
 }

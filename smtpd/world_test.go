@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"net/textproto"
 	"path/filepath"
 	"regexp"
@@ -157,6 +158,7 @@ type options struct {
 	limits        mailfmt.Limits
 	maxRecipients int
 	logins        account.Limits
+	trusted       []netip.Prefix // submit as alice without AUTH from these
 }
 
 // newWorld starts a submission server on loopback with a real agent, store and accounts, and
@@ -199,13 +201,15 @@ func newWorld(t testing.TB, o options) *world {
 		}
 	}
 	w.srv = smtpd.New(smtpd.Config{
-		Hostname:      "submit.certmail.test",
-		TLS:           pki.TLSConfig(cert),
-		Limits:        o.limits,
-		Logger:        slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		MaxRecipients: o.maxRecipients,
-		ReadTimeout:   20 * time.Second,
-		WriteTimeout:  20 * time.Second,
+		Hostname:        "submit.certmail.test",
+		TLS:             pki.TLSConfig(cert),
+		Limits:          o.limits,
+		Logger:          slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		MaxRecipients:   o.maxRecipients,
+		ReadTimeout:     20 * time.Second,
+		WriteTimeout:    20 * time.Second,
+		TrustedNetworks: o.trusted,
+		TrustedUser:     alice,
 	}, ag, w.acc)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -34,11 +34,12 @@ func (m *metrics) request(route string, code int) {
 	m.mu.Unlock()
 }
 
-func (m *metrics) serve(w http.ResponseWriter, r *http.Request) {
+func (m *metrics) serve(w http.ResponseWriter, r *http.Request, appended uint64) {
 	var b strings.Builder
 	counter := func(name, help string, v uint64) {
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
 	}
+	counter("certmail_log_appended_total", "Evidence notes this process appended to the public evidence log.", appended)
 	counter("certmail_web_submissions_total", "Submissions the API accepted (201).", m.submissions.Load())
 	counter("certmail_web_acceptances_total", "Messages recipients accepted on the pickup pages.", m.acceptances.Load())
 	counter("certmail_web_refusals_total", "Messages recipients refused on the pickup pages.", m.refusals.Load())

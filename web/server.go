@@ -142,7 +142,7 @@ func (s *Server) routes() {
 
 	m.Handle("GET /static/", http.StripPrefix("/static/", staticFiles()))
 	m.HandleFunc("GET /healthz", s.healthz)
-	m.HandleFunc("GET /metrics", s.metrics.serve)
+	m.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { s.metrics.serve(w, r, s.ag.LogAppended()) })
 	m.HandleFunc("/", s.pageNotFound)
 }
 

@@ -177,6 +177,9 @@ func TestLifecycleThroughTheBinary(t *testing.T) {
 		}
 		secrets[f] = string(b)
 	}
+	// Stop the agent first: its log is whole, and no longer being written, once it has exited.
+	p.cmd.Process.Signal(os.Interrupt)
+	p.cmd.Wait()
 	log := p.out.String()
 	if !strings.Contains(log, "smtp") && !strings.Contains(log, "web") {
 		t.Fatalf("the agent logged nothing to check:\n%s", log)

@@ -118,20 +118,6 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	}
 }
 
-// A command that joins the table must leave the planned list, so the two never disagree.
-func TestPlannedCommandsAreNotBuilt(t *testing.T) {
-	t.Parallel()
-	for _, name := range plannedCommands() {
-		if _, ok := lookup(name); ok {
-			t.Errorf("%s is in the command table and still in plannedCommands", name)
-		}
-		code, _, stderr := runCLI(name)
-		if code != exitUsage || !strings.Contains(stderr, "not built yet") {
-			t.Errorf("certmail %s: exit %d, stderr %q; want 2 and \"not built yet\"", name, code, stderr)
-		}
-	}
-}
-
 func TestUsageErrorsExitTwo(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -57,6 +59,19 @@ and credential it made.`, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	// CERTMAIL_CPUPROFILE=FILE profiles the agent until it stops (certmail bench --cpuprofile).
+	if path := os.Getenv("CERTMAIL_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "certmail serve: CPU profile: %v\n", err)
+			return exitFail
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	if err := serve(ctx, cfg, stdout, log); err != nil {
 		fmt.Fprintf(stderr, "certmail serve: %v\n", err)
 		return exitFail
@@ -160,8 +175,17 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	if err != nil {
 		return fmt.Errorf("https: %w", err)
 	}
+	var trusted []netip.Prefix
+	for _, n := range cfg.Submission.TrustedNetworks {
+		trusted = append(trusted, netip.MustParsePrefix(n)) // config.Validate checked them
+	}
+	if len(trusted) > 0 {
+		log.Warn("smtp submission: clients from trusted networks submit without AUTH (for benchmarks and trusted relays only)",
+			"networks", cfg.Submission.TrustedNetworks, "user", cfg.Submission.TrustedUser)
+	}
 	smtpSrv := smtpd.New(smtpd.Config{Addr: cfg.Listen.SMTPSubmission, Hostname: cfg.Hostname, TLS: tlsCfg,
-		Limits: limits, MaxRecipients: cfg.Limits.MaxRecipients, Logger: log}, ag, acc)
+		Limits: limits, MaxRecipients: cfg.Limits.MaxRecipients, Logger: log,
+		TrustedNetworks: trusted, TrustedUser: cfg.Submission.TrustedUser}, ag, acc)
 	webSrv := web.New(web.Config{PublicURL: cfg.PublicURL, Limits: limits, Secret: secret, Logger: log,
 		Log: evlog.Handler(evl.Dir()), LogOrigin: evl.Origin()}, ag, acc)
 	httpSrv := &http.Server{Handler: webSrv, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}

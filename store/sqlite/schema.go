@@ -14,7 +14,7 @@ import (
 // PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
 // Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
 // sorts before every real time, so a zero NextAttempt is due at once.
-var migrations = [][]string{schemaV1, schemaV2, schemaV3}
+var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4}
 
 var schemaV1 = []string{
 	`CREATE TABLE users (
@@ -102,6 +102,19 @@ var schemaV3 = []string{
 		seq        BIGINT NOT NULL,
 		CONSTRAINT published_pkey PRIMARY KEY (ciphertext)
 	)`,
+}
+
+// schemaV4 keeps an outbound mail's data apart from its delivery state. SQLite rewrites a
+// whole row on UPDATE, so with the data in the row every claim and every recorded attempt
+// wrote the mail again — a posting receipt carries the message — and the write-ahead log grew
+// by several copies of each mail.
+var schemaV4 = []string{
+	`CREATE TABLE outbound_data (
+		id   INTEGER PRIMARY KEY,
+		data BLOB    NOT NULL
+	)`,
+	`INSERT INTO outbound_data (id, data) SELECT id, data FROM outbound`,
+	`ALTER TABLE outbound DROP COLUMN data`,
 }
 
 // SchemaVersion is the schema version this code writes.

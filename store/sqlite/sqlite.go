@@ -2,9 +2,9 @@
 // (DESIGN.md §6), through the pure-Go driver modernc.org/sqlite.
 //
 // The database runs in WAL mode with synchronous=FULL, so a commit is on disk when Update
-// returns. SQLite allows one writer at a time: Update runs on the one writer connection, in a
-// BEGIN IMMEDIATE transaction, and concurrent Updates queue for it in process rather than
-// fight over the file lock. View runs on a separate pool of read-only connections, which in WAL
+// returns. SQLite allows one writer at a time: Updates run on the one writer connection, and
+// concurrent Updates queue for it in process rather than fight over the file lock; the queue
+// is drained in batches that share one transaction and one fsync (group commit, group.go). View runs on a separate pool of read-only connections, which in WAL
 // mode neither wait for the writer nor see what it has not committed.
 //
 // The SQL is kept portable, so that a PostgreSQL backend is a mechanical port: plain types
@@ -27,6 +27,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
@@ -43,8 +45,19 @@ const readers = 4
 // Store is a store.Store in one SQLite file.
 type Store struct {
 	path string
-	w    *sql.DB // exactly one connection: the writer
+	w    *sql.DB // exactly one connection: the writer, used by the committer
 	r    *sql.DB // read-only connections for View
+
+	queue   chan *request // Updates waiting for the committer
+	stopped chan struct{} // closed when the committer has drained the queue
+	mu      sync.RWMutex  // Close takes it to close queue; senders hold it shared
+	closed  bool
+	batches atomic.Int64 // commits made, for tests
+
+	// The committer's own: the writer's prepared statements, by query, and the queries a
+	// batch ran unprepared, to prepare after it.
+	stmts      map[string]*sql.Stmt
+	unprepared []string
 }
 
 var _ store.Store = (*Store)(nil)
@@ -93,6 +106,10 @@ func Open(path string) (*Store, error) {
 	}
 	s.r.SetMaxOpenConns(readers)
 	s.r.SetMaxIdleConns(readers)
+	s.queue = make(chan *request, maxBatch)
+	s.stmts = map[string]*sql.Stmt{}
+	s.stopped = make(chan struct{})
+	go s.commitLoop()
 	return s, nil
 }
 
@@ -147,41 +164,6 @@ func createFile(path string) error {
 // Path returns the absolute path of the database file.
 func (s *Store) Path() string { return s.path }
 
-// Update runs fn in a BEGIN IMMEDIATE transaction on the writer connection and returns once the
-// COMMIT is on disk. Concurrent Updates wait for the writer; one whose ctx ends while it waits, or
-// before its commit, keeps nothing and returns ctx's error. fn must not call Update or View.
-func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	conn, err := s.w.Conn(ctx) // the one writer, or ctx's end
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("store: update: %w", err)
-	}
-	defer conn.Close()
-	// The transaction is not bound to ctx, so that ctx ending cannot interrupt a COMMIT halfway
-	// and leave the caller not knowing whether it happened. Each statement runs under ctx, and
-	// ctx is checked once more before the COMMIT.
-	sqlTx, err := conn.BeginTx(context.WithoutCancel(ctx), nil)
-	if err != nil {
-		return fmt.Errorf("store: update: begin: %w", err)
-	}
-	defer sqlTx.Rollback() // no-op after Commit; undoes fn's writes on error or panic
-	if err := fn(&tx{ctx: ctx, q: sqlTx}); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("store: update: commit: %w", err)
-	}
-	return nil
-}
-
 // View runs fn in a read-only transaction on the read pool: one snapshot of the database, taken
 // at fn's first read.
 func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
@@ -202,8 +184,19 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 	return nil
 }
 
-// Close closes the database. The writer closes last, so that SQLite checkpoints the WAL.
+// Close waits for the Updates already queued, then closes the database. The writer closes
+// last, so that SQLite checkpoints the WAL. An Update after Close returns an error.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.queue)
+	}
+	s.mu.Unlock()
+	<-s.stopped
+	for _, st := range s.stmts {
+		st.Close()
+	}
 	var errs []error
 	if s.r != nil {
 		errs = append(errs, s.r.Close())

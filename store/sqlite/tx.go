@@ -19,8 +19,15 @@ import (
 // the Update or View that made it.
 type tx struct {
 	ctx      context.Context
-	q        *sql.Tx
+	q        querier
 	readOnly bool
+}
+
+// querier is what a tx runs its statements on: a *sql.Tx for View, a guard for Update.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -488,7 +495,10 @@ func (t *tx) Timers(l evidence.Label) ([]store.Timer, error) {
 
 // Outbound
 
-const outboundColumns = `id, label, kind, mail_from, rcpt_to, data, state, attempts, next_attempt, last_error, created, updated`
+// outboundColumns are read from outbound o joined with outbound_data d (outboundFrom).
+const outboundColumns = `o.id, o.label, o.kind, o.mail_from, o.rcpt_to, d.data, o.state, o.attempts, o.next_attempt, o.last_error, o.created, o.updated`
+
+const outboundFrom = `outbound o JOIN outbound_data d ON d.id = o.id`
 
 func scanOutbound(sc scanner) (store.Outbound, error) {
 	var m store.Outbound
@@ -515,10 +525,13 @@ func (t *tx) Enqueue(m store.Outbound) (store.Outbound, error) {
 	if m.Data == nil {
 		m.Data = []byte{}
 	}
-	id, err := t.insertReturning(`INSERT INTO outbound (label, kind, mail_from, rcpt_to, data, state, attempts,
-		next_attempt, last_error, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-		labelArg(m.Label), m.Kind, m.From, m.To, m.Data, string(m.State), m.Attempts,
+	id, err := t.insertReturning(`INSERT INTO outbound (label, kind, mail_from, rcpt_to, state, attempts,
+		next_attempt, last_error, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		labelArg(m.Label), m.Kind, m.From, m.To, string(m.State), m.Attempts,
 		msec(m.NextAttempt), m.LastError, msec(m.Created), msec(m.Updated))
+	if err == nil {
+		_, err = t.exec(`INSERT INTO outbound_data (id, data) VALUES (?, ?)`, id, m.Data)
+	}
 	if err != nil {
 		return store.Outbound{}, fmt.Errorf("store: enqueue %s for %s: %w", m.Kind, m.To, err)
 	}
@@ -528,8 +541,8 @@ func (t *tx) Enqueue(m store.Outbound) (store.Outbound, error) {
 }
 
 func (t *tx) DueOutbound(now time.Time, limit int) ([]store.Outbound, error) {
-	rows, err := t.q.QueryContext(t.ctx, `SELECT `+outboundColumns+` FROM outbound WHERE state = ? AND next_attempt <= ?
-		ORDER BY next_attempt, id LIMIT ?`, string(store.OutQueued), msec(now), limitArg(limit))
+	rows, err := t.q.QueryContext(t.ctx, `SELECT `+outboundColumns+` FROM `+outboundFrom+` WHERE o.state = ? AND o.next_attempt <= ?
+		ORDER BY o.next_attempt, o.id LIMIT ?`, string(store.OutQueued), msec(now), limitArg(limit))
 	ms, err := collect(rows, err, scanOutbound)
 	if err != nil {
 		return nil, fmt.Errorf("store: due outbound: %w", err)
@@ -549,7 +562,7 @@ func (t *tx) UpdateOutbound(m store.Outbound) error {
 
 func (t *tx) OutboundFor(l evidence.Label) ([]store.Outbound, error) {
 	cond, args := labelIs(l)
-	rows, err := t.q.QueryContext(t.ctx, `SELECT `+outboundColumns+` FROM outbound WHERE `+cond+` ORDER BY id`, args...)
+	rows, err := t.q.QueryContext(t.ctx, `SELECT `+outboundColumns+` FROM `+outboundFrom+` WHERE o.`+cond+` ORDER BY o.id`, args...)
 	ms, err := collect(rows, err, scanOutbound)
 	if err != nil {
 		return nil, fmt.Errorf("store: outbound for %s: %w", l, err)

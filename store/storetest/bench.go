@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,8 +13,8 @@ import (
 
 // BenchUpdateItemAndEvidence measures the writes of a posting (DESIGN.md §2) as one Update: an
 // item, one evidence note, two timers and one outbound mail. open returns a new, empty store.
-// "serial" runs one Update after another; "parallel" runs them from 8×GOMAXPROCS goroutines,
-// the load that group commit is for. Each reports writes/s, one write being one whole Update.
+// "serial" runs one Update after another; "callers-N" runs them from N goroutines at once, the
+// load that group commit is for. Each reports writes/s, one write being one whole Update.
 // Notes are signed before the clock starts.
 func BenchUpdateItemAndEvidence(b *testing.B, open func(b *testing.B) store.Store) {
 	f, err := NewFixture()
@@ -63,15 +65,22 @@ func BenchUpdateItemAndEvidence(b *testing.B, open func(b *testing.B) store.Stor
 		}
 		report(b)
 	})
-	b.Run("parallel", func(b *testing.B) {
-		s, steps := prepare(b)
-		var next atomic.Int64
-		b.SetParallelism(8)
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				write(b, s, steps[next.Add(1)-1])
+	// Concurrent callers, as concurrent SMTP sessions submit: a backend with group commit
+	// shares one commit among them, one without serialises a commit per call.
+	for _, callers := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("callers-%d", callers), func(b *testing.B) {
+			s, steps := prepare(b)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range callers {
+				wg.Go(func() {
+					for i := next.Add(1) - 1; i < int64(b.N); i = next.Add(1) - 1 {
+						write(b, s, steps[i])
+					}
+				})
 			}
+			wg.Wait()
+			report(b)
 		})
-		report(b)
-	})
+	}
 }
