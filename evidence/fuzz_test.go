@@ -7,29 +7,11 @@ import (
 	"testing"
 
 	"certmail/evidence"
+	"certmail/internal/seed"
 )
 
-// seedCorpus adds every vector file matching the patterns, and fails when there is none.
-func seedCorpus(f *testing.F, patterns ...string) {
-	n := 0
-	for _, p := range patterns {
-		files, _ := filepath.Glob(p)
-		for _, file := range files {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(b)
-			n++
-		}
-	}
-	if n == 0 {
-		f.Fatalf("no seed files match %v", patterns)
-	}
-}
-
 func FuzzParseRecord(f *testing.F) {
-	seedCorpus(f, "../testdata/vectors/notes/*/*.note")
+	seed.Files(f, "../testdata/vectors/notes/*/*.note")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if i := bytes.LastIndex(data, []byte("\n\n")); i >= 0 {
 			data = data[:i+1] // the body of a note, when the input is one
@@ -49,7 +31,7 @@ func FuzzParseRecord(f *testing.F) {
 }
 
 func FuzzParseNote(f *testing.F) {
-	seedCorpus(f, "../testdata/vectors/notes/*/*.note")
+	seed.Files(f, "../testdata/vectors/notes/*/*.note")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		n, err := evidence.ParseNote(data)
 		if err != nil {
@@ -66,7 +48,7 @@ func FuzzParseNote(f *testing.F) {
 }
 
 func FuzzParseBundle(f *testing.F) {
-	seedCorpus(f, "../testdata/vectors/bundles/*/*.bundle")
+	seed.Files(f, "../testdata/vectors/bundles/*/*.bundle")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := evidence.ParseBundle(data)
 		if err != nil {

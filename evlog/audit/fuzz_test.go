@@ -5,30 +5,11 @@ import (
 	"encoding/binary"
 	"net/url"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"certmail/evlog/audit"
+	"certmail/internal/seed"
 )
-
-// seedFiles adds every file matching the patterns, and fails when there is none.
-func seedFiles(f *testing.F, patterns ...string) {
-	n := 0
-	for _, p := range patterns {
-		files, _ := filepath.Glob(p)
-		for _, file := range files {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(b)
-			n++
-		}
-	}
-	if n == 0 {
-		f.Fatalf("no seed files match %v", patterns)
-	}
-}
 
 func FuzzParseTilePath(f *testing.F) {
 	for _, s := range []string{"tile/0/000", "tile/0/x001/234.p/5", "tile/entries/x002/003.p/17", "tile/3/x123/x456/789", "checkpoint", "tile/8/0/000"} {
@@ -74,7 +55,7 @@ func encodeEntries(entries [][]byte) []byte {
 }
 
 func FuzzParseFork(f *testing.F) {
-	seedFiles(f, logVectors+"/*/*.proof")
+	seed.Files(f, logVectors+"/*/*.proof")
 	key, err := os.ReadFile(logVectors + "/key.txt")
 	if err != nil {
 		f.Fatal(err)
@@ -92,7 +73,7 @@ func FuzzParseFork(f *testing.F) {
 }
 
 func FuzzParseState(f *testing.F) {
-	seedFiles(f, logVectors+"/valid/*.proof")
+	seed.Files(f, logVectors+"/valid/*.proof")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if fork, err := audit.ParseFork(data); err == nil {
 			// Make a state of the fork's first checkpoint: a seed that parses.
