@@ -1,24 +1,20 @@
 package blobfs_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"certmail/evidence"
+	"certmail/internal/killtest"
 	"certmail/store"
 	"certmail/store/blobfs"
 	"certmail/store/storetest"
@@ -215,52 +211,18 @@ func blobNames(t *testing.T, dir string) []evidence.Hash {
 	return out
 }
 
+// runAndKill runs the crash child on dir, SIGKILLs it after delay, and returns the hashes of
+// the blobs it reported stored.
 func runAndKill(t *testing.T, dir string, delay time.Duration) []evidence.Hash {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var hashes []evidence.Hash
-	var readErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		r := bufio.NewReader(out)
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil { // io.EOF, with perhaps a partial line: not a promise
-				if err != io.EOF {
-					readErr = err
-				}
-				return
-			}
-			h, err := evidence.ParseHash(strings.TrimSuffix(line, "\n"))
-			if err != nil {
-				readErr = err
-				return
-			}
-			hashes = append(hashes, h)
+	lines, _ := killtest.Run(t, crashChildEnv, dir, delay)
+	hashes := make([]evidence.Hash, len(lines))
+	for i, line := range lines {
+		h, err := evidence.ParseHash(line)
+		if err != nil {
+			t.Fatalf("the child reported %q: %v", line, err)
 		}
-	})
-	time.Sleep(delay)
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
-	err = cmd.Wait()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("child did not die of the kill: %v\nstderr: %s", err, stderr.String())
-	}
-	if readErr != nil {
-		t.Fatalf("reading the child's output: %v", readErr)
+		hashes[i] = h
 	}
 	return hashes
 }

@@ -1,24 +1,21 @@
 package sqlite
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"certmail/evidence"
+	"certmail/internal/killtest"
 	"certmail/store"
 	"certmail/store/storetest"
 )
@@ -182,52 +179,16 @@ func rowLabels(t *testing.T, s *Store, table string) map[string]bool {
 // reported (whole lines only) and what it wrote on stderr.
 func runAndKill(t *testing.T, path string, delay time.Duration) ([]evidence.Label, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+path)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var labels []evidence.Label
-	var readErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		r := bufio.NewReader(out)
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil { // io.EOF, with perhaps a partial line: not a promise
-				if err != io.EOF {
-					readErr = err
-				}
-				return
-			}
-			l, err := evidence.ParseLabel(strings.TrimSuffix(line, "\n"))
-			if err != nil {
-				readErr = err
-				return
-			}
-			labels = append(labels, l)
+	lines, stderr := killtest.Run(t, crashChildEnv, path, delay)
+	labels := make([]evidence.Label, len(lines))
+	for i, line := range lines {
+		l, err := evidence.ParseLabel(line)
+		if err != nil {
+			t.Fatalf("the child reported %q: %v", line, err)
 		}
-	})
-	time.Sleep(delay)
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
+		labels[i] = l
 	}
-	wg.Wait()
-	err = cmd.Wait()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("child did not die of the kill: %v\nstderr: %s", err, stderr.String())
-	}
-	if readErr != nil {
-		t.Fatalf("reading the child's output: %v", readErr)
-	}
-	return labels, stderr.String()
+	return labels, stderr
 }
 
 func TestOpen(t *testing.T) {
