@@ -46,8 +46,10 @@ func (a *Agent) NotAccept(ctx context.Context, r Refusal) (*evidence.Note, error
 		if err != nil {
 			return err
 		}
-		b := &evidence.Bundle{Label: l, Notes: []*evidence.Note{n}}
-		b.AddKey(a.id.Verifier)
+		b, err := bundleIn(tx, store.Item{Label: l}, a.id.Verifier)
+		if err != nil {
+			return err
+		}
 		enc, err := b.Encode()
 		if err != nil {
 			return fmt.Errorf("agent: bundle for NAC: %w", err)

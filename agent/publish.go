@@ -130,14 +130,7 @@ func (a *Agent) Published(ctx context.Context, h evidence.Hash) (*evidence.Bundl
 	if err != nil {
 		return nil, err
 	}
-	n, err := evidence.ParseNote(e.Note)
-	if err != nil {
-		return nil, fmt.Errorf("agent: stored PUB %d: %w", e.Seq, err)
-	}
-	b := &evidence.Bundle{Label: n.Record.Label, Notes: []*evidence.Note{n}}
-	b.AddKey(a.id.Verifier)
-	if err := a.Prove(ctx, b); err != nil {
-		return nil, err
-	}
-	return b, nil
+	// The PUB is the only note of its label (Publish sees to that): the label's bundle is the
+	// PUB's, with its proof once the log covers it.
+	return a.Bundle(ctx, e.Label, false)
 }
