@@ -6,6 +6,7 @@ package killtest
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -61,4 +62,18 @@ func Run(t *testing.T, env, value string, delay time.Duration) (lines []string, 
 		t.Fatalf("reading the child's output: %v", readErr)
 	}
 	return lines, errb.String()
+}
+
+// Main is a test binary's TestMain for a kill test: with env set it runs child on env's value —
+// the crash child, printing one promise a line until it is killed — and exits; otherwise it
+// runs the tests.
+func Main(m *testing.M, env string, child func(string) error) {
+	if v := os.Getenv(env); v != "" {
+		if err := child(v); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
 }

@@ -23,16 +23,7 @@ import (
 // crashChildEnv names the directory a re-executed test binary puts blobs in until it is killed.
 const crashChildEnv = "CERTMAIL_BLOBFS_CRASH_CHILD"
 
-func TestMain(m *testing.M) {
-	if dir := os.Getenv(crashChildEnv); dir != "" {
-		if err := crashChild(dir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { killtest.Main(m, crashChildEnv, crashChild) }
 
 // crashChild puts blobs of up to 64 KiB and prints each hash as soon as Put has returned.
 func crashChild(dir string) error {

@@ -23,16 +23,7 @@ import (
 // crashChildEnv names the database a re-executed test binary writes to until it is killed.
 const crashChildEnv = "CERTMAIL_SQLITE_CRASH_CHILD"
 
-func TestMain(m *testing.M) {
-	if path := os.Getenv(crashChildEnv); path != "" {
-		if err := crashChild(path); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { killtest.Main(m, crashChildEnv, crashChild) }
 
 // crashChild commits items one Update at a time, each with its COP and a deadline timer, and
 // prints each label on stdout as soon as its Update has returned: a printed label is a promise
