@@ -75,6 +75,12 @@ func (s *submitter) submit(n int, deadline time.Time) (string, error) {
 	return m[1], nil
 }
 
+// kill SIGKILLs the agent and waits for it to be gone.
+func (p *agentProc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.cmd.Wait()
+}
+
 // killRig starts what a kill test needs: the agent (with extra configuration) and alice's
 // account, the sink beyond it, the binary to restart it with, its CA, a random source, and the
 // number of kills (from the environment variable env, else n). It skips under -short.
@@ -169,7 +175,6 @@ func TestCrashSafety(t *testing.T) {
 					picked[link] = true
 					mu.Unlock()
 					if done || link[len(link)-1]%2 == 0 { // about half the links
-
 						continue
 					}
 					if acceptLink(p, link) {
@@ -182,8 +187,7 @@ func TestCrashSafety(t *testing.T) {
 			}
 		}()
 		time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		p.cmd.Wait()
+		p.kill()
 		cancel()
 		wg.Wait()
 		if round < kills-1 {

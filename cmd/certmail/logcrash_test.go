@@ -33,7 +33,7 @@ func TestLogSurvivesKill(t *testing.T) {
 	acked := map[string]bool{}     // labels whose submission got 250
 	seen := map[tlog.Tree][]byte{} // every checkpoint published, with its note
 	n := 0
-	for round := range kills {
+	for range kills {
 		lc := newLogClient(t, p)
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -85,12 +85,10 @@ func TestLogSurvivesKill(t *testing.T) {
 			}
 		})
 		time.Sleep(time.Duration(800+rng.IntN(1000)) * time.Millisecond)
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		p.cmd.Wait()
+		p.kill()
 		cancel()
 		wg.Wait()
 		p.start(t, bin) // and the restart repairs the log (agent.RecoverLog)
-		_ = round
 	}
 	t.Logf("%d kills, %d submissions tried, %d messages acknowledged, %d checkpoints seen", kills, n, len(acked), len(seen))
 	if len(acked) < kills {
