@@ -109,8 +109,10 @@ type User struct {
 type State string
 
 const (
-	StatePosted    State = "posted"    // COP signed; notification queued
+	StatePosted    State = "posted"    // COP signed; notification (or relay to the next agent) queued
+	StateRelayed   State = "relayed"   // the next agent took charge of it (ACK)
 	StateNotified  State = "notified"  // notification delivered to the recipient's server
+	StateAccepted  State = "accepted"  // the recipient accepted at the last agent, which awaits the sender's agent's countersignature
 	StateDelivered State = "delivered" // the recipient accepted (COD/DLV, ROD)
 	StateRefused   State = "refused"   // the recipient refused (REJ)
 	StateRetracted State = "retracted" // the sender withdrew it (RTR)
@@ -146,6 +148,10 @@ type Item struct {
 	Submitted    time.Time
 	Updated      time.Time
 	Retrievals   int // how many times the content was fetched (RET records)
+	// Prev and Next place the item in a chain of agents P1..Pn (federation, PROTOCOLS.md §1):
+	// the agent it was relayed from ("" at P1, which posted it) and the agent it is relayed to
+	// ("" at Pn, which delivers it). Both are empty when one agent serves both ends.
+	Prev, Next string
 }
 
 // Evidence is one stored note.

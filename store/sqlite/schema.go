@@ -14,7 +14,7 @@ import (
 // PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
 // Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
 // sorts before every real time, so a zero NextAttempt is due at once.
-var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4}
+var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5}
 
 var schemaV1 = []string{
 	`CREATE TABLE users (
@@ -115,6 +115,13 @@ var schemaV4 = []string{
 	)`,
 	`INSERT INTO outbound_data (id, data) SELECT id, data FROM outbound`,
 	`ALTER TABLE outbound DROP COLUMN data`,
+}
+
+// schemaV5 places an item in a chain of agents (federation): the agent it came from and the
+// agent it goes on to, both empty for an item the agent both posted and delivers.
+var schemaV5 = []string{
+	`ALTER TABLE items ADD COLUMN prev_agent TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE items ADD COLUMN next_agent TEXT NOT NULL DEFAULT ''`,
 }
 
 // SchemaVersion is the schema version this code writes.

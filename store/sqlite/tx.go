@@ -217,7 +217,7 @@ func (t *tx) Users() ([]store.User, error) {
 // Items
 
 const itemColumns = `label, submission, protocol, sender, recipient, subject, content, commitment, size,
-	deadline, receipt, notify, password_hash, password_hint, token_hash, state, submitted, updated, retrievals`
+	deadline, receipt, notify, password_hash, password_hint, token_hash, state, submitted, updated, retrievals, prev_agent, next_agent`
 
 func scanItem(sc scanner) (store.Item, error) {
 	var it store.Item
@@ -226,7 +226,7 @@ func scanItem(sc scanner) (store.Item, error) {
 	var deadline, submitted, updated int64
 	err := sc.Scan(&label, &it.Submission, &protocol, &it.Sender, &it.Recipient, &it.Subject, &content, &commitment,
 		&it.Size, &deadline, &it.Receipt, &it.Notify, &it.PasswordHash, &it.PasswordHint, &token, &state,
-		&submitted, &updated, &it.Retrievals)
+		&submitted, &updated, &it.Retrievals, &it.Prev, &it.Next)
 	if err != nil {
 		return store.Item{}, err
 	}
@@ -247,11 +247,11 @@ func (t *tx) InsertItem(it store.Item) error {
 	if it.Label.IsZero() {
 		return errors.New("store: insert item: zero label")
 	}
-	_, err := t.exec(`INSERT INTO items (`+itemColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(`INSERT INTO items (`+itemColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		it.Label.String(), it.Submission, string(it.Protocol), it.Sender, it.Recipient, it.Subject,
 		hashArg(it.Content), hashArg(it.Commitment), it.Size, msec(it.Deadline), it.Receipt, it.Notify,
 		it.PasswordHash, it.PasswordHint, hashArg(it.TokenHash), string(it.State),
-		msec(it.Submitted), msec(it.Updated), it.Retrievals)
+		msec(it.Submitted), msec(it.Updated), it.Retrievals, it.Prev, it.Next)
 	if err != nil {
 		return fmt.Errorf("store: insert item %s: %w", it.Label, dupOr(err))
 	}

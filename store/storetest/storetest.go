@@ -266,6 +266,7 @@ func testItems(t *testing.T, s store.Store, f *Fixture) {
 
 func testUpdateItem(t *testing.T, s store.Store, f *Fixture) {
 	a, b := f.Item(newLabel(t, f), f.T0), f.Item(newLabel(t, f), f.T0.Add(time.Minute))
+	a.Prev, a.Next = "agent1.example", "agent3.example" // an item relayed on by an intermediate agent
 	update(t, s, func(tx store.Tx) error {
 		if err := tx.InsertItem(a); err != nil {
 			return err
@@ -278,7 +279,8 @@ func testUpdateItem(t *testing.T, s store.Store, f *Fixture) {
 		Recipient: "eve@e.example", Subject: "changed", Content: evidence.Sum([]byte("x")), Commitment: evidence.Sum([]byte("y")),
 		Size: 1, Deadline: f.T0.Add(time.Hour), Receipt: "short", Notify: "none",
 		PasswordHash: "$argon2id$reset", PasswordHint: "new hint", TokenHash: evidence.Sum([]byte("new token")),
-		State: store.StateDelivered, Submitted: f.T0.Add(-time.Hour), Updated: f.T0.Add(90 * time.Minute), Retrievals: 3}
+		State: store.StateDelivered, Submitted: f.T0.Add(-time.Hour), Updated: f.T0.Add(90 * time.Minute), Retrievals: 3,
+		Prev: "other.example", Next: ""}
 	update(t, s, func(tx store.Tx) error { return tx.UpdateItem(changed) })
 	want := a
 	want.State, want.Updated, want.Retrievals = changed.State, changed.Updated, changed.Retrievals
