@@ -43,6 +43,12 @@ type Settings struct {
 	Log Log
 	// Logger gets what the agent cannot report to a caller; nil discards.
 	Logger *slog.Logger
+	// Peers are the trusted agents (the trust store): an item for a domain a peer serves is
+	// relayed to it, and relay mails are taken from them only (federation.go).
+	Peers Peers
+	// Domains are the mail domains whose recipients the agent delivers to when a peer relays
+	// an item to it.
+	Domains []string
 }
 
 // Agent is one delivery agent. It is safe for concurrent use: all state is in the store.
@@ -168,7 +174,7 @@ func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*ev
 		it, err = tx.Item(l)
 		if errors.Is(err, store.ErrNotFound) && !l.IsZero() {
 			// A refused submission has no item, only its NAC (NotAccept).
-			b, err = bundleIn(tx, store.Item{Label: l}, a.id.Verifier)
+			b, err = a.bundleIn(tx, store.Item{Label: l})
 			if err == nil && len(b.Notes) == 0 {
 				err = store.ErrNotFound
 			}
@@ -177,7 +183,7 @@ func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*ev
 		if err != nil {
 			return err
 		}
-		b, err = bundleIn(tx, it, a.id.Verifier)
+		b, err = a.bundleIn(tx, it)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"certmail/evidence"
+	"certmail/relay"
 	"certmail/store"
 )
 
@@ -25,7 +26,7 @@ func (a *Agent) Retract(ctx context.Context, sender string, l evidence.Label) er
 		if err != nil {
 			return err
 		}
-		if it.State.Final() {
+		if it.State.Final() || it.Prev != "" {
 			return refuse(KindGone, "the item is %s already and can no longer be retracted", it.State)
 		}
 		rtr, err := a.sign(tx, &evidence.Record{Type: evidence.RTR, Label: l, Protocol: it.Protocol, Agent: a.Name(),
@@ -39,6 +40,11 @@ func (a *Agent) Retract(ctx context.Context, sender string, l evidence.Label) er
 		}
 		if err := a.stopTimers(tx, l); err != nil {
 			return err
+		}
+		if it.Next != "" {
+			if err := a.peerMail(tx, l, relay.StepDecision, it.Next, []*evidence.Note{rtr}, nil, now); err != nil {
+				return err
+			}
 		}
 		return a.receipt(tx, it, ReceiptRetraction, rtr, "", now, nil)
 	})
@@ -87,7 +93,21 @@ func (a *Agent) fire(tx store.Tx, t store.Timer, now time.Time) error {
 		}
 		return a.receipt(tx, it, ReceiptWarning, wrn, "", now, nil)
 	case timerDeadline:
+		if it.Prev != "" {
+			// Pn: the recipient did not accept in time; P1 is told (seed 001 §4.3 step 6:
+			// "If Pn does not receive COD within its timeout period, it will inform A").
+			return a.localNDN(tx, it, "not-accepted", now)
+		}
 		return a.notDelivered(tx, it, "deadline", now)
+	case timerRelay:
+		if it.State != store.StatePosted {
+			return nil // acknowledged, or decided
+		}
+		// seed 001 §4.3 step 4: no ACK from the next agent in time.
+		if it.Prev != "" {
+			return a.localNDN(tx, it, "relay", now)
+		}
+		return a.notDelivered(tx, it, "relay", now)
 	}
 	return fmt.Errorf("unknown timer kind %q", t.Kind)
 }
@@ -109,7 +129,36 @@ func (a *Agent) notDelivered(tx store.Tx, it store.Item, reason string, now time
 	if err := a.stopTimers(tx, it.Label); err != nil {
 		return err
 	}
+	if it.Next != "" {
+		// The chain hears the notice too, so that no agent after this one releases M.
+		if err := a.peerMail(tx, it.Label, relay.StepDecision, it.Next, []*evidence.Note{ndn}, nil, now); err != nil {
+			return err
+		}
+	}
 	return a.receipt(tx, it, ReceiptNonDelivery, ndn, reason, now, nil)
+}
+
+// localNDN is an NDN an agent after P1 gives: it closes its item and reports the notice back
+// towards P1, which decides.
+func (a *Agent) localNDN(tx store.Tx, it store.Item, reason string, now time.Time) error {
+	ndn, err := a.sign(tx, &evidence.Record{Type: evidence.NDN, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
+		Sender: it.Sender, Recipient: it.Recipient, Content: it.Content, Deadline: it.Deadline, Reason: reason, Time: now})
+	if err != nil {
+		return err
+	}
+	it.State, it.Updated = store.StateExpired, now
+	if err := tx.UpdateItem(it); err != nil {
+		return err
+	}
+	if err := a.stopTimers(tx, it.Label); err != nil {
+		return err
+	}
+	if it.Next != "" {
+		if err := a.peerMail(tx, it.Label, relay.StepDecision, it.Next, []*evidence.Note{ndn}, nil, now); err != nil {
+			return err
+		}
+	}
+	return a.reportBack(tx, it, ndn, nil, now)
 }
 
 // Sent records that the outbound queue handed a mail to the next server. For a notification
@@ -149,6 +198,18 @@ func (a *Agent) Bounced(ctx context.Context, m store.Outbound, why string) error
 		m.State, m.LastError, m.Updated = store.OutBounced, why, now
 		if err := tx.UpdateOutbound(m); err != nil {
 			return err
+		}
+		if m.Kind == peerKind+string(relay.StepRelay) {
+			// The next agent refused the relay for good: the item cannot go on.
+			it, err := tx.Item(m.Label)
+			if err != nil || it.State != store.StatePosted {
+				return err
+			}
+			a.logger().Warn("agent: relay refused by the next agent", "label", it.Label, "next", it.Next, "why", why)
+			if it.Prev != "" {
+				return a.localNDN(tx, it, "relay", now)
+			}
+			return a.notDelivered(tx, it, "relay", now)
 		}
 		if m.Kind != kindNotification {
 			return nil

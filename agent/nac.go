@@ -46,7 +46,7 @@ func (a *Agent) NotAccept(ctx context.Context, r Refusal) (*evidence.Note, error
 		if err != nil {
 			return err
 		}
-		b, err := bundleIn(tx, store.Item{Label: l}, a.id.Verifier)
+		b, err := a.bundleIn(tx, store.Item{Label: l})
 		if err != nil {
 			return err
 		}

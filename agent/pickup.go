@@ -85,7 +85,7 @@ func (a *Agent) itemByToken(ctx context.Context, tok string) (store.Item, error)
 
 func viewOf(it store.Item, now time.Time) PickupView {
 	v := PickupView{Label: it.Label, Protocol: it.Protocol, Sender: it.Sender, Recipient: it.Recipient,
-		Commitment: it.Commitment, Content: it.Content, Deadline: closing(it.Submitted, it.Deadline), State: it.State,
+		Commitment: it.Commitment, Content: it.Content, Deadline: acceptBy(it), State: it.State,
 		NeedPassword: it.PasswordHash != "", Hint: it.PasswordHint, Size: it.Size}
 	switch {
 	case it.State == store.StateRetracted:
@@ -94,6 +94,8 @@ func viewOf(it store.Item, now time.Time) PickupView {
 		v.Why = "you refused this message"
 	case it.State == store.StateDelivered:
 		v.Why = "you accepted this message"
+	case it.State == store.StateAccepted:
+		v.Why = "you accepted this message; the content is released once the sender's agent confirms it"
 	case it.State.Final() || !now.Before(v.Deadline):
 		v.Why = "the deadline for picking up this message has passed"
 	}
@@ -169,9 +171,14 @@ func (a *Agent) Accept(ctx context.Context, tok string, acc Acceptance) (PickupV
 		if client == "" {
 			client = "unknown"
 		}
-		if _, err := a.sign(tx, &evidence.Record{Type: evidence.DLV, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
-			Recipient: it.Recipient, Content: it.Content, Method: method, Client: client, Time: now}); err != nil {
+		dlv, err := a.sign(tx, &evidence.Record{Type: evidence.DLV, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
+			Recipient: it.Recipient, Content: it.Content, Method: method, Client: client, Time: now})
+		if err != nil {
 			return err
+		}
+		if cur.Prev != "" {
+			it = cur
+			return a.acceptedInChain(tx, cur, cod, dlv, now)
 		}
 		rod, err := a.sign(tx, &evidence.Record{Type: evidence.ROD, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
 			Origin: a.Name(), Recipient: it.Recipient, Content: it.Content, Time: now})
@@ -275,6 +282,9 @@ func (a *Agent) Refuse(ctx context.Context, tok, pw string) error {
 		if err := a.stopTimers(tx, it.Label); err != nil {
 			return err
 		}
+		if cur.Prev != "" {
+			return a.reportBack(tx, cur, rej, nil, now)
+		}
 		return a.receipt(tx, cur, ReceiptRefusal, rej, "refused", now, nil)
 	})
 }
@@ -286,6 +296,9 @@ func (a *Agent) Content(ctx context.Context, tok, client string) ([]byte, Pickup
 	it, err := a.itemByToken(ctx, tok)
 	if err != nil {
 		return nil, PickupView{}, err
+	}
+	if it.State == store.StateAccepted {
+		return nil, PickupView{}, refuse(KindUnavailable, "your acceptance is on record; the content is released once the sender's agent confirms it, usually within seconds")
 	}
 	if it.State != store.StateDelivered {
 		return nil, PickupView{}, refuse(KindForbidden, "the content is released only after you accept the message")
@@ -321,7 +334,7 @@ func (a *Agent) Content(ctx context.Context, tok, client string) ([]byte, Pickup
 }
 
 func (a *Agent) stopTimers(tx store.Tx, l evidence.Label) error {
-	for _, k := range []string{timerWarn, timerDeadline} {
+	for _, k := range []string{timerWarn, timerDeadline, timerRelay} {
 		if err := tx.DeleteTimer(l, k); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}

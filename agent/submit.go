@@ -9,6 +9,7 @@ import (
 
 	"certmail/evidence"
 	"certmail/password"
+	"certmail/relay"
 	"certmail/store"
 )
 
@@ -69,7 +70,7 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	}
 	err = a.update(ctx, func(tx store.Tx) error {
 		for _, p := range posts {
-			if err := p.write(tx); err != nil {
+			if err := a.write(tx, p); err != nil {
 				return err
 			}
 		}
@@ -182,10 +183,13 @@ type posting struct {
 	cop    *evidence.Note
 	timers []store.Timer
 	mails  []store.Outbound
+	// relay, when set, are the notes to relay to item.Next with message.
+	relay   []*evidence.Note
+	message []byte
 }
 
 // write stores the posting in tx.
-func (p *posting) write(tx store.Tx) error {
+func (a *Agent) write(tx store.Tx, p *posting) error {
 	if err := tx.InsertItem(p.item); err != nil {
 		return err
 	}
@@ -201,6 +205,9 @@ func (p *posting) write(tx store.Tx) error {
 		if _, err := tx.Enqueue(m); err != nil {
 			return err
 		}
+	}
+	if p.relay != nil {
+		return a.peerMail(tx, p.item.Label, relay.StepRelay, p.item.Next, p.relay, p.message, p.item.Submitted)
 	}
 	return nil
 }
@@ -230,16 +237,25 @@ func (a *Agent) preparePost(s Submission, rcpt string, content evidence.Hash, pw
 	p := &posting{item: it, cop: cop}
 	warn := now.Add(time.Duration(float64(s.Deadline.Sub(now)) * a.settings.WarnAt))
 	p.timers = []store.Timer{{Label: l, Kind: timerWarn, Due: warn}, {Label: l, Kind: timerDeadline, Due: closing(now, s.Deadline)}}
-	notice := Notice{From: a.settings.Bounce, To: rcpt, Sender: s.Sender, Label: l, Protocol: s.Protocol,
-		Commitment: it.Commitment, Deadline: closing(now, s.Deadline), PickupURL: a.PickupURL(tok), NeedPassword: pwHash != "", Hint: s.Hint}
-	if s.Protocol == evidence.CEM {
-		notice.Message = s.Message // seed 001 §4.4 step 5 (cem): Pn -> B: L, M
+	if next, ok := a.settings.Peers.route(rcpt); ok && next != a.Name() {
+		// A trusted peer serves the recipient's domain: relay the item to it (seed 001 §4.3
+		// step 3) rather than notify the recipient; the recipient's pickup is the peer's.
+		p.item.Next, p.item.TokenHash = next, evidence.Hash{}
+		p.timers = append(p.timers, store.Timer{Label: l, Kind: timerRelay, Due: relayBy(now, s.Deadline)})
+		p.relay = []*evidence.Note{cop}
+		p.message = s.Message
+	} else {
+		notice := Notice{From: a.settings.Bounce, To: rcpt, Sender: s.Sender, Label: l, Protocol: s.Protocol,
+			Commitment: it.Commitment, Deadline: closing(now, s.Deadline), PickupURL: a.PickupURL(tok), NeedPassword: pwHash != "", Hint: s.Hint}
+		if s.Protocol == evidence.CEM {
+			notice.Message = s.Message // seed 001 §4.4 step 5 (cem): Pn -> B: L, M
+		}
+		data, err := a.mails.Notification(notice)
+		if err != nil {
+			return nil, fmt.Errorf("agent: compose notification: %w", err)
+		}
+		p.mails = append(p.mails, a.outbound(l, kindNotification, rcpt, data, now))
 	}
-	data, err := a.mails.Notification(notice)
-	if err != nil {
-		return nil, fmt.Errorf("agent: compose notification: %w", err)
-	}
-	p.mails = append(p.mails, a.outbound(l, kindNotification, rcpt, data, now))
 	// The posting receipt carries the bundle as it will stand once the posting is stored: the
 	// agent's key and the COP, as bundleIn would read them back.
 	b := &evidence.Bundle{Label: l}
@@ -288,7 +304,7 @@ func (a *Agent) outbound(l evidence.Label, kind, to string, data []byte, now tim
 // receipt queues the mail that tells the sender about a step, with the step's note and the
 // bundle as it stands in tx (the step's own note included).
 func (a *Agent) receipt(tx store.Tx, it store.Item, kind ReceiptKind, n *evidence.Note, reason string, now time.Time, message []byte) error {
-	b, err := bundleIn(tx, it, a.id.Verifier)
+	b, err := a.bundleIn(tx, it)
 	if err != nil {
 		return err
 	}
@@ -318,22 +334,33 @@ func (a *Agent) composeReceipt(it store.Item, kind ReceiptKind, n *evidence.Note
 	return data, nil
 }
 
-// bundleIn builds the bundle of an item from what tx sees (without the message). When the
-// recipient signed a certificate of delivery, the KEY record that bound its key comes first.
-func bundleIn(tx store.Tx, it store.Item, agentKey string) (*evidence.Bundle, error) {
+// bundleIn builds the bundle of an item from what tx sees (without the message), with the keys
+// of the agents that signed its notes. When the recipient signed a certificate of delivery here,
+// the KEY record that bound its key comes first; one that came with a peer's report is among
+// the item's notes.
+func (a *Agent) bundleIn(tx store.Tx, it store.Item) (*evidence.Bundle, error) {
 	evs, err := tx.Evidence(it.Label)
 	if err != nil {
 		return nil, err
 	}
 	b := &evidence.Bundle{Label: it.Label}
-	b.AddKey(agentKey)
+	b.AddKey(a.id.Verifier)
 	for _, e := range evs {
 		n, err := evidence.ParseNote(e.Note)
 		if err != nil {
 			return nil, fmt.Errorf("agent: stored note %d: %w", e.Seq, err)
 		}
 		b.Notes = append(b.Notes, n)
-		if t := n.Record.Type; t == evidence.CODBasic || t == evidence.CODNSR || t == evidence.CODIP {
+		for _, name := range n.Record.SignerNames() {
+			if k, ok := a.settings.Peers.Key(name); ok && name != a.Name() {
+				b.AddKey(k)
+			}
+		}
+		if n.Record.Type == evidence.KEY {
+			b.AddKey(n.Record.Key)
+			continue
+		}
+		if t := n.Record.Type; (t == evidence.CODBasic || t == evidence.CODNSR || t == evidence.CODIP) && it.Next == "" {
 			if err := addKeyRecord(tx, b, it.Recipient); err != nil {
 				return nil, err
 			}
