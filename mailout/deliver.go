@@ -102,6 +102,14 @@ type hop struct {
 
 // deliver hands m to the next server once.
 func (q *Queue) deliver(ctx context.Context, m store.Outbound) result {
+	if q.cfg.Peer != nil {
+		if p, ok := q.cfg.Peer(m); ok {
+			if p.Addr == "" {
+				return result{host: p.Name, permanent: true, err: fmt.Errorf("agent %s is not in the trust store", p.Name)}
+			}
+			return q.send(ctx, m, hop{addr: p.Addr, name: p.Name, tls: config.TLSStartTLS, cfg: p.TLS})
+		}
+	}
 	if q.cfg.Mode != config.ModeSmarthost {
 		return q.deliverMX(ctx, m)
 	}

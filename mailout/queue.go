@@ -19,6 +19,7 @@ package mailout
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -78,6 +79,17 @@ type Config struct {
 	// Timeout bounds one mail's delivery, all hosts tried included; default 15m, above the 10
 	// minutes RFC 5321 4.5.3.2.6 asks a client to wait for the reply to the end of DATA.
 	Timeout time.Duration
+	// Peer, when set, routes a mail to a peer agent's relay endpoint instead of the smarthost or
+	// the MX: false for ordinary mail. Such a mail always goes over STARTTLS with the hop's TLS
+	// configuration (which presents this agent's certificate), without AUTH.
+	Peer func(m store.Outbound) (PeerHop, bool)
+}
+
+// PeerHop is where a relay mail for a peer agent goes.
+type PeerHop struct {
+	Addr string // host:port of the peer's relay endpoint; "" bounces the mail (no such peer)
+	Name string // the peer's name, to say who answered
+	TLS  *tls.Config
 }
 
 // recordTimeout bounds writing an outcome, which happens even when the run is cancelled: a mail

@@ -61,6 +61,10 @@ func (s *Server) pickupPage(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, tok, err)
 	case v.State == store.StateDelivered:
 		s.showMessage(w, r, tok)
+	case v.State == store.StateAccepted:
+		// Relayed from another agent: the content waits for the sender's agent to countersign.
+		s.notice(w, r, http.StatusOK, "Your acceptance is on record",
+			"The message is released as soon as the sender's agent confirms the delivery, usually within seconds. Reload this page to read it.")
 	case v.Why != "":
 		s.notice(w, r, http.StatusGone, "This message can no longer be picked up", sentence(v.Why))
 	default:

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +30,7 @@ import (
 	"certmail/mailfmt"
 	"certmail/mailout"
 	"certmail/pki"
+	"certmail/relay"
 	"certmail/smtpd"
 	"certmail/store"
 	"certmail/store/blobfs"
@@ -142,10 +145,16 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 			queue.Kick()
 		}
 	}
+	// The trust store is read once: a change made with `certmail peer` applies at the next start.
+	trust, err := pki.LoadTrustStore(cfg.DataDir, id.Verifier)
+	if err != nil {
+		return err
+	}
 	ag := agent.New(id, st, blobs, agent.MIMEMails{Domain: cfg.Hostname, Now: time.Now, Rand: rand.Reader},
 		agent.Settings{PublicURL: cfg.PublicURL, DefaultDeadline: cfg.Deadlines.Default.Duration(),
 			MinDeadline: cfg.Deadlines.Min.Duration(), MaxDeadline: cfg.Deadlines.Max.Duration(),
-			WarnAt: cfg.Deadlines.WarnAt, Bounce: "certmail@" + cfg.Hostname, Queued: kick, Log: evl, Logger: log}, nil, nil)
+			WarnAt: cfg.Deadlines.WarnAt, Bounce: "certmail@" + cfg.Hostname, Queued: kick, Log: evl, Logger: log,
+			Peers: peersOf(trust), Domains: cfg.Domains}, nil, nil)
 	// Before serving: the notes a crash left out of the log, or whose place the store lost.
 	if recorded, appended, err := ag.RecoverLog(ctx); err != nil {
 		return err
@@ -165,7 +174,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	queue = mailout.New(mailout.Config{Mode: cfg.Outbound.Mode, Smarthost: cfg.Outbound.Smarthost,
 		Username: cfg.Outbound.Username, Password: cfg.Outbound.Password, TLS: cfg.Outbound.TLS,
 		Hostname: cfg.Hostname, RetryInitial: cfg.Outbound.RetryInitial.Duration(), RetryMax: cfg.Outbound.RetryMax.Duration(),
-		GiveUpAfter: cfg.Outbound.GiveUpAfter.Duration(), Logger: log}, st, ag)
+		GiveUpAfter: cfg.Outbound.GiveUpAfter.Duration(), Logger: log, Peer: peerRoute(trust, cert)}, st, ag)
 
 	smtpL, err := net.Listen("tcp", cfg.Listen.SMTPSubmission)
 	if err != nil {
@@ -190,7 +199,24 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 		Log: evlog.Handler(evl.Dir()), LogOrigin: evl.Origin()}, ag, acc)
 	httpSrv := &http.Server{Handler: webSrv, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
 
-	errs := make(chan error, 5)
+	errs := make(chan error, 6)
+	var relayAddr net.Addr
+	if cfg.Listen.SMTPInbound != "" {
+		relayL, err := net.Listen("tcp", cfg.Listen.SMTPInbound)
+		if err != nil {
+			return fmt.Errorf("smtp inbound: %w", err)
+		}
+		relayAddr = relayL.Addr()
+		relaySrv := smtpd.NewRelay(smtpd.RelayConfig{Hostname: cfg.Hostname, TLS: tlsCfg, Logger: log,
+			// A relay carries M base64-encoded, with its evidence: room for both.
+			MaxBytes: cfg.Limits.MaxMessageBytes/3*4 + 1<<20,
+			Peer: func(name string) (string, string, bool) {
+				p, ok := trust.Peer(name)
+				return p.Key, p.TLSSPKI, ok
+			}}, ag)
+		go func() { errs <- relaySrv.Serve(relayL) }()
+		defer relaySrv.Close()
+	}
 	go func() { errs <- smtpSrv.Serve(smtpL) }()
 	go func() { errs <- httpSrv.ServeTLS(httpsL, "", "") }()
 	go func() { queue.Run(ctx); errs <- nil }()
@@ -198,6 +224,9 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	go func() { runBackfill(ctx, ag, log); errs <- nil }()
 
 	printBanner(stdout, cfg, id.Verifier, evl.Origin(), smtpL.Addr(), httpsL.Addr(), admin, adminPW)
+	if relayAddr != nil || len(trust.Peers) > 0 {
+		fmt.Fprintf(stdout, "  SMTP relay       %v (peer agents: %d in the trust store)\n", relayAddr, len(trust.Peers))
+	}
 
 	var runErr error
 	select {
@@ -316,4 +345,49 @@ func outboundLine(cfg config.Config) string {
 		return "through " + cfg.Outbound.Smarthost
 	}
 	return "direct to each recipient's MX"
+}
+
+// peersOf gives the agent the trust store's peers: their keys, and which peer serves which
+// mail domain.
+func peersOf(ts *pki.TrustStore) agent.Peers {
+	p := agent.Peers{Keys: map[string]string{}, Routes: map[string]string{}}
+	for _, peer := range ts.Peers {
+		p.Keys[peer.Name] = peer.Key
+		for _, d := range peer.Domains {
+			p.Routes[strings.ToLower(d)] = peer.Name
+		}
+	}
+	return p
+}
+
+// peerRoute sends relay mail to the peer's relay endpoint over TLS, presenting this agent's
+// certificate. A peer whose TLS key the trust store pins must show that key; without a pin,
+// TLS only encrypts, and the peer is known by the signature of what it sends back.
+func peerRoute(ts *pki.TrustStore, cert tls.Certificate) func(store.Outbound) (mailout.PeerHop, bool) {
+	return func(m store.Outbound) (mailout.PeerHop, bool) {
+		if !agent.IsPeerMail(m.Kind) {
+			return mailout.PeerHop{}, false
+		}
+		name := strings.TrimPrefix(m.To, relay.Address(""))
+		p, ok := ts.Peer(name)
+		if !ok {
+			// Removed from the trust store since it was queued: it bounces, and never goes
+			// to the smarthost or an MX.
+			return mailout.PeerHop{Name: name}, true
+		}
+		host, _, _ := net.SplitHostPort(p.Relay)
+		c := pki.TLSConfig(cert)
+		c.ServerName = host
+		c.InsecureSkipVerify = true // each agent's certificate comes from its own CA: checked by pin below
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			if p.TLSSPKI == "" {
+				return nil
+			}
+			if len(cs.PeerCertificates) == 0 || pki.SPKIPin(cs.PeerCertificates[0]) != p.TLSSPKI {
+				return fmt.Errorf("the TLS certificate of %s is not the one the trust store pins", p.Name)
+			}
+			return nil
+		}
+		return mailout.PeerHop{Addr: p.Relay, Name: p.Name, TLS: c}, true
+	}
 }
