@@ -419,6 +419,11 @@ func (a *Agent) takeAck(ctx context.Context, m *relay.Mail) error {
 func (a *Agent) takeReport(ctx context.Context, m *relay.Mail) error {
 	e, now := m.Envelope, evidence.CanonicalTime(a.now())
 	first := m.Notes[0]
+	for _, n := range m.Notes {
+		if !n.Record.Label.IsZero() && n.Record.Label != e.Label {
+			return refused("the %s is for label %s, the envelope for %s", n.Record.Type, n.Record.Label, e.Label)
+		}
+	}
 	var support []evidence.Type
 	switch first.Record.Type {
 	case evidence.ROD:
@@ -472,14 +477,14 @@ func (a *Agent) takeReport(ctx context.Context, m *relay.Mail) error {
 			r := first.Record
 			keys, _ := evidence.NewKeys(a.settings.Peers.Keys[pn])
 			switch {
+			case r.Label != it.Label:
+				return refused("the ROD is for label %s, not %s", r.Label, it.Label)
 			case r.Agent != pn:
 				return refused("the ROD is signed as %s, but the recipient's agent is %s", r.Agent, pn)
 			case r.Origin != copN.Record.Agent || r.Recipient != it.Recipient || r.Content != it.Content || r.Protocol != it.Protocol:
 				return refused("the ROD names another sender's agent, recipient, content or mode than item %s", it.Label)
 			case !signedBy(first, keys):
 				return refused("the ROD is not signed by %s's key", pn)
-			case v.Outcome != evidence.OutcomePosted:
-				return refused("a ROD for an item whose evidence says %s", v.Outcome)
 			}
 			rod = first
 		}
@@ -636,6 +641,9 @@ func (a *Agent) takeDecision(ctx context.Context, m *relay.Mail) error {
 		return refused("a decision carries one note, not %d", len(m.Notes))
 	}
 	n, r := m.Notes[0], m.Notes[0].Record
+	if r.Label != e.Label {
+		return refused("the %s is for label %s, the envelope for %s", r.Type, r.Label, e.Label)
+	}
 	return a.update(ctx, func(tx store.Tx) error {
 		it, err := itemFrom(tx, e.Label, e.From, "prev")
 		if err != nil {
