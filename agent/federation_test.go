@@ -85,7 +85,9 @@ func newChain(t *testing.T) *chain {
 	return c
 }
 
-func (c *chain) n(i int) *node { return c.nodes[[]string{"", "agent1.example", "agent2.example", "agent3.example"}[i]] }
+func (c *chain) n(i int) *node {
+	return c.nodes[[]string{"", "agent1.example", "agent2.example", "agent3.example"}[i]]
+}
 
 // pump delivers queued mail until none is left: relay mails to the agent they name, through
 // ParseMail with that agent's trusted keys; other mails are marked sent.
