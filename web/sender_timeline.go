@@ -68,6 +68,10 @@ func stepWords(r *evidence.Record) (title, proves, class string) {
 			why = fmt.Sprintf("%s did not accept it by the deadline %s", r.Recipient, evidence.FormatTime(r.Deadline))
 		case "bounced":
 			why = fmt.Sprintf("the notification to %s could not be delivered", r.Recipient)
+		case "relay":
+			why = "the next agent did not take charge of it in time"
+		case "not-accepted":
+			why = fmt.Sprintf("%s did not accept it in time at its own agent", r.Recipient)
 		}
 		return "Not delivered", fmt.Sprintf("%s gives notice that the message was not delivered: %s.", r.Agent, why), "bad"
 	case evidence.RTR:
@@ -97,6 +101,11 @@ func stateWords(it store.Item, now time.Time) (words, class string) {
 			return "deadline passed", "bad"
 		}
 		return "waiting for the recipient", ""
+	case store.StateRelayed:
+		if !now.Before(it.Deadline) {
+			return "deadline passed", "bad"
+		}
+		return "relayed to " + it.Next + ", waiting for the recipient", ""
 	case store.StateDelivered:
 		return "accepted", "ok"
 	case store.StateRefused:
@@ -119,10 +128,15 @@ func stateSentence(it store.Item, now time.Time) string {
 		if !now.Before(it.Deadline) {
 			return fmt.Sprintf("%s did not accept by the deadline %s; the agent is about to give notice of non-delivery.", it.Recipient, t(it.Deadline))
 		}
+		if it.State == store.StatePosted && it.Next != "" {
+			return fmt.Sprintf("Posted at %s; on its way to %s, the agent of %s's domain, who has until %s to accept.", t(it.Submitted), it.Next, it.Recipient, t(it.Deadline))
+		}
 		if it.State == store.StatePosted {
 			return fmt.Sprintf("Posted at %s; the notification to %s is on its way, and they have until %s to accept.", t(it.Submitted), it.Recipient, t(it.Deadline))
 		}
 		return fmt.Sprintf("%s was notified at %s and has not decided yet; they have until %s to accept.", it.Recipient, t(it.Updated), t(it.Deadline))
+	case store.StateRelayed:
+		return fmt.Sprintf("Relayed: %s, the agent of %s's domain, took charge of it; they have until %s to accept.", it.Next, it.Recipient, t(it.Deadline))
 	case store.StateDelivered:
 		return fmt.Sprintf("Delivered: %s accepted the message at %s.", it.Recipient, t(it.Updated))
 	case store.StateRefused:
