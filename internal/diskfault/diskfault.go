@@ -13,6 +13,10 @@
 // filter and then executes the program: Start starts the running test binary again, and this
 // package's init, seeing the launcher's environment variable, does the launcher's work before
 // any test runs. Linux only (amd64, arm64); elsewhere Start returns ErrUnsupported.
+//
+// The filter and its listener are written here, on golang.org/x/sys/unix: libseccomp-golang,
+// which has user notifications, needs cgo and the C library, and the pure-Go filter builders do
+// not offer them; the filter itself is a dozen BPF instructions.
 package diskfault
 
 import (
