@@ -88,7 +88,8 @@ func (p *agentProc) apiSubmit(t *testing.T, n int) (int, string, []byte) {
 // enhanced code and one over the API 503 problem+json; once it is cleared, without a restart,
 // the next submissions are certified. In the end every acknowledged message is in the database
 // with one COP and its notification and posting receipt queued, and nothing else is: no item,
-// COP or mail for a refused submission.
+// COP or mail for a refused submission. An acceptance while the database's fsync fails gets 503
+// and no content; the same form, posted again once the fault is gone, releases it.
 func TestFaultDiskFullAndFailingSync(t *testing.T) {
 	mx := newSink(t)
 	p := startAgent(t, mx.addr, "")
@@ -173,6 +174,38 @@ func TestFaultDiskFullAndFailingSync(t *testing.T) {
 		})
 	}
 
+	// The content is released only once the acceptance is durably recorded: not while the
+	// database's fsync fails.
+	t.Run("acceptance while the database fsync fails", func(t *testing.T) {
+		link := string(linkRE.Find(mx.wait(t, "rcpt1@example.org", "pickup")))
+		code, page := get(t, p.client, link)
+		if code != http.StatusOK {
+			t.Fatalf("pickup page: %d", code)
+		}
+		action, fields := form(t, page, "/accept")
+		target := link[:strings.Index(link, "/pickup/")] + action
+		accept := func() (int, string) {
+			resp, err := p.client.PostForm(target, fields)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		before := proc.Failed(diskfault.Sync)
+		proc.Inject(diskfault.Fault{Op: diskfault.Sync, Path: filepath.Join(data, dbFile), Err: syscall.EIO})
+		code, body := accept()
+		met := proc.Failed(diskfault.Sync) > before
+		proc.Clear()
+		if code != http.StatusServiceUnavailable || strings.Contains(body, "message 1") || !met {
+			t.Fatalf("acceptance with the fsync failing: %d (fault met: %v)\n%s", code, met, body)
+		}
+		if code, body = accept(); code != http.StatusOK || !strings.Contains(body, "message 1") {
+			t.Fatalf("acceptance after the fault: %d\n%s", code, body)
+		}
+	})
+
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.cmd.Wait(); err != nil {
 		t.Fatalf("the agent's exit: %v\n%s", err, p.out)
@@ -209,6 +242,16 @@ func TestFaultDiskFullAndFailingSync(t *testing.T) {
 			}
 			if kinds["notification"] != 1 || kinds["posting-receipt"] != 1 {
 				t.Errorf("acknowledged %s: mails %v, want one notification and one posting receipt", l, kinds)
+			}
+			if l != acked[0] {
+				continue
+			}
+			types := map[evidence.Type]int{}
+			for _, e := range evs {
+				types[e.Type]++
+			}
+			if types[evidence.DLV] != 1 || types[evidence.ROD] != 1 || kinds["delivery-receipt"] != 1 {
+				t.Errorf("accepted %s: evidence %v and mails %v, want one DLV, one ROD and one delivery receipt", l, types, kinds)
 			}
 		}
 		nac, err := tx.OutboundFor(evidence.Label{})
