@@ -310,6 +310,11 @@ func (q *Queue) claim(ctx context.Context) ([]store.Outbound, error) {
 func (q *Queue) attempt(ctx context.Context, m store.Outbound) (outcome, error) {
 	dctx, cancel := context.WithTimeout(ctx, q.cfg.Timeout)
 	r := q.deliver(dctx, m)
+	if r.err != nil && errors.Is(dctx.Err(), context.DeadlineExceeded) {
+		// The error is whatever the closed connection gave the command under way ("use of
+		// closed network connection"): say what happened, so the sender and the log know.
+		r.err = fmt.Errorf("no answer within %s: %w", q.cfg.Timeout, r.err)
+	}
 	cancel()
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)

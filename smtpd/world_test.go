@@ -159,6 +159,8 @@ type options struct {
 	maxRecipients int
 	logins        account.Limits
 	trusted       []netip.Prefix // submit as alice without AUTH from these
+	// blobs, when set, wraps the blob store the agent is given, to put a fault in its way.
+	blobs func(store.Blobs) store.Blobs
 }
 
 // newWorld starts a submission server on loopback with a real agent, store and accounts, and
@@ -190,7 +192,11 @@ func newWorld(t testing.TB, o options) *world {
 	}
 	w := &world{st: &faultyStore{Store: db}, blobs: blobs, roots: ca.CertPool(),
 		caFile: filepath.Join(dir, "ca", pki.CACertFile), logs: &logBuffer{}}
-	ag := agent.New(id, w.st, blobs, recorder{}, agent.Settings{PublicURL: "https://certmail.test",
+	agentBlobs := store.Blobs(blobs)
+	if o.blobs != nil {
+		agentBlobs = o.blobs(blobs)
+	}
+	ag := agent.New(id, w.st, agentBlobs, recorder{}, agent.Settings{PublicURL: "https://certmail.test",
 		DefaultDeadline: 48 * time.Hour, MinDeadline: time.Hour, MaxDeadline: 30 * 24 * time.Hour,
 		WarnAt: 0.5, Bounce: "certmail@certmail.test"}, nil, nil)
 	w.acc = account.NewWithParams(w.st, o.logins, nil, cheap, nil)
