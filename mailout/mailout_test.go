@@ -716,3 +716,45 @@ func TestSmarthostConnectionKeptOpen(t *testing.T) {
 		t.Fatalf("bob got %d notifications over %d connections in all, want 2 over 2", len(s.to(bob)), s.connections())
 	}
 }
+
+// A mail claimed by a process that then died is due again when the next process starts its
+// queue, not after the claim's lease; a mail waiting out its backoff keeps waiting.
+func TestRestartRecoversClaims(t *testing.T) {
+	w := newWorld(t)
+	s := newSink(t, sinkOptions{})
+	cfg := smarthost(s)
+	cfg.Now, cfg.Rand = w.clock.now, func() float64 { return 0 }
+	cfg.Logger = slog.New(slog.NewTextHandler(w.logs, nil))
+	rec := &flakySent{Agent: w.a}
+	rec.n.Store(1) // the first delivery is not recorded: its claim stands, as after a kill
+	q := mailout.New(cfg, w.st, rec)
+	l := w.submit(t, bob)[bob]
+	if _, _, _, err := q.RunOnce(context.Background()); err == nil {
+		t.Fatal("the unrecorded delivery reported no error")
+	}
+	if n := w.outbound(t, l, "notification"); !n.NextAttempt.After(w.clock.now().Add(10 * time.Minute)) {
+		t.Fatalf("not claimed: next attempt %s", n.NextAttempt)
+	}
+	// A retry waiting its backoff is no claim.
+	waiting := w.outbound(t, l, "posting-receipt")
+	waiting.State, waiting.NextAttempt = store.OutQueued, w.clock.now().Add(7*time.Minute)
+	if err := w.st.Update(context.Background(), func(tx store.Tx) error { return tx.UpdateOutbound(waiting) }); err != nil {
+		t.Fatal(err)
+	}
+
+	restarted := mailout.New(cfg, w.st, w.a)
+	n, err := restarted.RecoverClaims(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("RecoverClaims = %d, %v; want the one claim", n, err)
+	}
+	if got := w.outbound(t, l, "notification"); !got.NextAttempt.Equal(w.clock.now()) {
+		t.Errorf("the claimed notification is due at %s, want now", got.NextAttempt)
+	}
+	if got := w.outbound(t, l, "posting-receipt"); !got.NextAttempt.Equal(waiting.NextAttempt) {
+		t.Errorf("the waiting receipt moved to %s", got.NextAttempt)
+	}
+	runOnce(t, restarted, 1, 0, 0)
+	if got := w.outbound(t, l, "notification"); got.State != store.OutSent || count(w.evidence(t, l), evidence.NTF) != 1 {
+		t.Errorf("after the restart: %s, %v", got.State, w.evidence(t, l))
+	}
+}

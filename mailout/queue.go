@@ -180,6 +180,11 @@ func (q *Queue) Run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	defer q.closeIdle()
+	if n, err := q.RecoverClaims(ctx); err != nil {
+		q.log.Error("outbound: recover claims", "err", err)
+	} else if n > 0 {
+		q.log.Info("outbound: mails claimed by a run that stopped are due again", "count", n)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -194,9 +199,55 @@ func (q *Queue) Run(ctx context.Context) {
 		if claimed == q.cfg.Batch {
 			t.Reset(0) // there may be more
 		} else {
-			t.Reset(q.cfg.Poll)
+			t.Reset(q.untilNext(ctx))
 		}
 	}
+}
+
+// untilNext is how long Run may sleep: until the earliest mail waiting out its backoff is due,
+// and at most Poll, so that a retry a few seconds away is not put off to the next poll.
+func (q *Queue) untilNext(ctx context.Context) time.Duration {
+	now := q.cfg.Now()
+	var next []store.Outbound
+	err := q.st.View(ctx, func(tx store.Tx) (err error) { next, err = tx.DueOutbound(now.Add(q.cfg.Poll), 1); return err })
+	if err != nil || len(next) == 0 {
+		return q.cfg.Poll
+	}
+	// Never less than a moment: a mail that stays due (its outcome could not be recorded) must
+	// not spin the loop.
+	return min(max(next[0].NextAttempt.Sub(now), 50*time.Millisecond), q.cfg.Poll)
+}
+
+// RecoverClaims makes due again the mails a run claimed and never finished, because the process
+// stopped during their delivery: without it they would wait out their lease (Timeout plus a
+// minute) before anyone tried them again. A claim is recognised by its lease: its NextAttempt is
+// exactly lease after its Updated. It is for the start of the one process delivering a store's
+// queue, before any run of its own; several nodes sharing a queue would release each other's.
+func (q *Queue) RecoverClaims(ctx context.Context) (int, error) {
+	now := q.cfg.Now()
+	var n int
+	err := q.st.Update(ctx, func(tx store.Tx) error {
+		n = 0
+		waiting, err := tx.DueOutbound(now.Add(q.lease()+time.Minute), 1<<16)
+		if err != nil {
+			return err
+		}
+		for _, m := range waiting {
+			if !m.NextAttempt.After(now) || m.NextAttempt.Sub(m.Updated) != q.lease() {
+				continue
+			}
+			m.NextAttempt, m.Updated = now, now
+			if err := tx.UpdateOutbound(m); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("mailout: recover claims: %w", err)
+	}
+	return n, nil
 }
 
 // RunOnce claims the mails due now, delivers them, Workers at a time, and records each outcome:
