@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -292,5 +296,111 @@ func TestFederationRecipientAgentDown(t *testing.T) {
 	got := types(b)
 	if got[evidence.NDN] != 1 || got[evidence.ACK] != 1 {
 		t.Errorf("notes %v, want one ACK (agent2's) and one NDN", got)
+	}
+}
+
+// TestFederationKills SIGKILLs a random one of the three agents at random instants while alice
+// sends a stream of certified messages and bob accepts each as its notification arrives, then
+// restarts it; CERTMAIL_FED_KILLS sets the number of kills (default 6). Afterwards every message
+// that got its label is delivered, and each bundle holds each note of the chain exactly once.
+func TestFederationKills(t *testing.T) {
+	kills := 6
+	if s := os.Getenv("CERTMAIL_FED_KILLS"); s != "" {
+		kills, _ = strconv.Atoi(s)
+	}
+	p1, p2, p3, mx, bin := federation(t)
+	alice := newSender(t, p1.agentProc, "alice@a.example", "correct horse battery")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
+	var mu sync.Mutex
+	var acked []string
+	accepted := map[string]bool{}
+	n := 0
+	acceptAll := func(stop func() bool) {
+		for !stop() {
+			var links []string
+			mx.mu.Lock()
+			for _, m := range mx.got {
+				if m.to == "bob@b.example" {
+					if l := linkRE.Find(m.data); l != nil {
+						links = append(links, string(l))
+					}
+				}
+			}
+			mx.mu.Unlock()
+			for _, link := range links {
+				mu.Lock()
+				done := accepted[link]
+				mu.Unlock()
+				if !done && acceptLink(p3.agentProc, link) {
+					mu.Lock()
+					accepted[link] = true
+					mu.Unlock()
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	kinds := map[string]int{}
+	for range kills {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				mu.Lock()
+				n++
+				i := n
+				mu.Unlock()
+				code, out, _ := alice.run(t, "send", "--to", "bob@b.example", "--subject", fmt.Sprintf("item %d", i), "--text", fmt.Sprintf("Item %d.\n", i))
+				if m := certifiedRE.FindStringSubmatch(out); code == exitOK && m != nil {
+					mu.Lock()
+					acked = append(acked, m[1])
+					mu.Unlock()
+				} else {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		})
+		wg.Go(func() { acceptAll(func() bool { return ctx.Err() != nil }) })
+		time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
+		victim := []*peerProc{p1, p2, p3}[rng.IntN(3)]
+		victim.kill()
+		kinds[victim.name]++
+		cancel()
+		wg.Wait()
+		victim.start(t, bin)
+	}
+	t.Logf("%d kills (%v), %d sends tried, %d acknowledged", kills, kinds, n, len(acked))
+	if len(acked) == 0 {
+		t.Fatal("no message was acknowledged")
+	}
+	// Bob accepts what is left; every acknowledged message ends delivered.
+	done := make(chan struct{})
+	go acceptAll(func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	defer close(done)
+	deadline := time.Now().Add(90 * time.Second)
+	for _, l := range acked {
+		for {
+			verdict, b := bundleOf(t, alice, l, p1, p2, p3)
+			if strings.Contains(verdict, "outcome delivered") {
+				got := types(b)
+				for typ, want := range map[evidence.Type]int{evidence.COP: 1, evidence.ACK: 2, evidence.NTF: 1, evidence.DLV: 1, evidence.ROD: 1} {
+					if got[typ] != want {
+						t.Errorf("%s: %d %s notes, want %d (%v)", l, got[typ], typ, want, got)
+					}
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s is not delivered after the kills:\n%s", l, verdict)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
 	}
 }
