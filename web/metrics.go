@@ -3,6 +3,7 @@ package web
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,6 +45,9 @@ func (m *metrics) serve(w http.ResponseWriter, r *http.Request, appended uint64)
 	counter("certmail_web_acceptances_total", "Messages recipients accepted on the pickup pages.", m.acceptances.Load())
 	counter("certmail_web_refusals_total", "Messages recipients refused on the pickup pages.", m.refusals.Load())
 	counter("certmail_web_retrievals_total", "Times accepted content was shown or downloaded (each signed as RET).", m.retrievals.Load())
+	// The process's goroutines, the standard Go collectors' go_goroutines: what a soak watches
+	// for leaks.
+	fmt.Fprintf(&b, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
 
 	m.mu.Lock()
 	keys := make([]requestKey, 0, len(m.requests))

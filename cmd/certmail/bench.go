@@ -15,7 +15,7 @@ import (
 
 // runBench measures a throwaway certmail against a throwaway Postfix; package bench does it.
 func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	flags := newFlagSet("bench", "[--quick] [--svg FILE] [--concurrency 1,4,16,64] [--sizes 1000,10000,100000] [--messages N]", `
+	flags := newFlagSet("bench", "[--quick] [--svg FILE] [--concurrency 1,4,16,64] [--sizes 1000,10000,100000] [--messages N] | --soak 10m [--rate N]", `
 Measure certified throughput: start a throwaway certmail serve and, when Postfix is installed
 (Debian's postfix package; it needs root), a throwaway Postfix instance on loopback with its
 own configuration and queue, drive both with Postfix's smtp-source, one message per
@@ -37,6 +37,8 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	dir := flags.String("dir", "", "keep the agent's data and log in `DIR`, and leave the Postfix instance's directory (-v names it)")
 	verbose := flags.Bool("v", false, "print progress on stderr")
 	agentBin := flags.String("agent", "", "run this certmail `BINARY` as the agent, to compare builds (default: this one)")
+	soak := flags.Duration("soak", 0, "instead of the sweep, soak the agent for `DURATION` at --rate (default 80 % of its measured peak), sampling memory, goroutines and open files every 30 s")
+	rate := flags.Float64("rate", 0, "with --soak: the offered load in `MSGS` a second")
 	if code, ok := parseFlags(flags, args); !ok {
 		return code
 	}
@@ -66,6 +68,25 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *soak > 0 {
+		so := bench.SoakOptions{Certmail: o.Certmail, Dir: o.Dir, Duration: *soak, Rate: *rate, Out: stdout, Log: o.Log}
+		if len(o.Sizes) > 0 {
+			so.Size = o.Sizes[0]
+		}
+		r, err := bench.Soak(ctx, so)
+		if err != nil {
+			fmt.Fprintf(stderr, "certmail bench: soak: %v\n", err)
+			return exitFail
+		}
+		if r.Acked != r.Notified {
+			fmt.Fprintf(stderr, "certmail bench: soak: %d messages acknowledged, %d notified\n", r.Acked, r.Notified)
+			return exitFail
+		}
+		return exitOK
+	}
+	if *rate != 0 {
+		return usageError(stderr, "bench", "--rate goes with --soak")
+	}
 	if _, err := bench.Run(ctx, o); err != nil {
 		fmt.Fprintf(stderr, "certmail bench: %v\n", err)
 		return exitFail
