@@ -384,7 +384,7 @@ func TestFederationKills(t *testing.T) {
 		}
 	})
 	defer close(done)
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(90*time.Second + time.Duration(len(acked))*100*time.Millisecond)
 	for _, l := range acked {
 		for {
 			verdict, b := bundleOf(t, alice, l, p1, p2, p3)
