@@ -151,8 +151,18 @@ func TokenHash(tok string) evidence.Hash {
 // PickupURL is the link a recipient follows.
 func (a *Agent) PickupURL(tok string) string { return a.settings.PublicURL + "/pickup/" + tok }
 
-// sign signs r with the agent's key and stores it in tx.
+// sign signs r with the agent's key and stores it in tx. A note of an item is never dated before
+// the item's latest note: a clock stepped back must not make a delivery precede its posting.
 func (a *Agent) sign(tx store.Tx, r *evidence.Record) (*evidence.Note, error) {
+	if !r.Label.IsZero() {
+		latest, err := latestTime(tx, r.Label)
+		if err != nil {
+			return nil, err
+		}
+		if r.Time.Before(latest) {
+			r.Time = latest
+		}
+	}
 	n, err := evidence.Sign(r, a.id.Signer)
 	if err != nil {
 		return nil, fmt.Errorf("agent: sign %s: %w", r.Type, err)
@@ -203,4 +213,23 @@ func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*ev
 		b.SetItem(evidence.ItemMessage, m)
 	}
 	return b, nil
+}
+
+// latestTime is the time of the latest note stored for a label (zero when none).
+func latestTime(tx store.Tx, l evidence.Label) (time.Time, error) {
+	evs, err := tx.Evidence(l)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var latest time.Time
+	for _, e := range evs {
+		r, err := evidence.ParseNote(e.Note)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("agent: stored note %d: %w", e.Seq, err)
+		}
+		if r.Record.Time.After(latest) {
+			latest = r.Record.Time
+		}
+	}
+	return latest, nil
 }

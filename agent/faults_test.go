@@ -196,11 +196,18 @@ func TestFaultClockStepsBackBeforeThePosting(t *testing.T) {
 	if !v.Valid || v.Outcome != evidence.OutcomeDelivered || v.Attestation != evidence.AgentAttested {
 		t.Fatalf("want valid, delivered, agent-attested:\n%s", v.Text())
 	}
-	var times []string
-	for _, f := range v.Facts {
-		times = append(times, string(f.Type)+" "+f.Time)
+	// The delivery is dated no earlier than the posting and notification before it.
+	b, err := w.a.Bundle(ctx, p.Label, false)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("notes as signed: %v", times)
+	var latest time.Time
+	for _, n := range b.Notes {
+		if n.Record.Time.Before(latest) {
+			t.Errorf("%s dated %s, before the note before it (%s)", n.Record.Type, n.Record.Time, latest)
+		}
+		latest = n.Record.Time
+	}
 }
 
 func equalCounts(a, b map[evidence.Type]int) bool {

@@ -733,6 +733,9 @@ func (a *Agent) acceptedInChain(tx store.Tx, it store.Item, cod, dlv *evidence.N
 		return err
 	}
 	p1 := stored[0].Record.Agent
+	for _, n := range stored {
+		now = later(now, n.Record.Time) // never before the item's evidence, whatever the clock
+	}
 	rod, err := evidence.Sign(&evidence.Record{Type: evidence.ROD, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
 		Origin: p1, Recipient: it.Recipient, Content: it.Content, Time: now}, a.id.Signer)
 	if err != nil {
@@ -761,4 +764,11 @@ func (a *Agent) acceptedInChain(tx store.Tx, it store.Item, cod, dlv *evidence.N
 		return err
 	}
 	return a.reportBack(tx, it, rod, support, now)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
