@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -300,5 +301,57 @@ func TestStepFailsWhenLogFails(t *testing.T) {
 	var un []store.Evidence
 	if err := w.st.View(t.Context(), func(tx store.Tx) (err error) { un, err = tx.UnloggedEvidence(0); return err }); err != nil || len(un) != 0 {
 		t.Fatalf("unlogged after Backfill: %d, %v", len(un), err)
+	}
+}
+
+// TestRetryAfterLogFailureCertifiesOnce: a submission refused because the log failed after its
+// step was stored is answered, when the sender sends the same message again, with the item and
+// COP of the first time, now logged — not certified a second time.
+func TestRetryAfterLogFailureCertifiesOnce(t *testing.T) {
+	w := newWorld(t)
+	l := w.openLog(t)
+	l.Close(t.Context())
+	s := agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg, MessageID: "<lease-1@a.example>"}
+	if _, err := w.a.Submit(t.Context(), s); agent.KindOf(err) != agent.KindUnavailable {
+		t.Fatalf("Submit with the log closed: %v, want an unavailable error", err)
+	}
+	w.openLog(t)
+	ps, err := w.a.Submit(t.Context(), s)
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("the retry: %v", err)
+	}
+	again, err := w.a.Submit(t.Context(), s)
+	if err != nil || again[0].Label != ps[0].Label || !bytes.Equal(again[0].COP.Bytes(), ps[0].COP.Bytes()) {
+		t.Fatalf("a second retry: %v, label %s, want %s", err, again[0].Label, ps[0].Label)
+	}
+	var items []store.Item
+	var un []store.Evidence
+	var mails []store.Outbound
+	err = w.st.View(t.Context(), func(tx store.Tx) (err error) {
+		if items, err = tx.ItemsBySender(alice, 10, 0); err != nil {
+			return err
+		}
+		if mails, err = tx.OutboundFor(ps[0].Label); err != nil {
+			return err
+		}
+		un, err = tx.UnloggedEvidence(0)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != 1 || len(mails) != 2 || len(un) != 0 {
+		t.Errorf("%d items, %d mails, %d unlogged notes; want one item, its notification and receipt, all logged", len(items), len(mails), len(un))
+	}
+	// Another message with the same Message-ID, or the same message without one, is new.
+	other := s
+	other.Message = append(bytes.Clone(msg), "P.S.\r\n"...)
+	if p2, err := w.a.Submit(t.Context(), other); err != nil || p2[0].Label == ps[0].Label {
+		t.Errorf("another content under the same Message-ID: %v", err)
+	}
+	plain := s
+	plain.MessageID = ""
+	if p3, err := w.a.Submit(t.Context(), plain); err != nil || p3[0].Label == ps[0].Label {
+		t.Errorf("the same content without a Message-ID: %v", err)
 	}
 }

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -27,6 +29,10 @@ type Submission struct {
 	Password   string // message password, "" for none; only its hash is kept
 	Hint       string
 	Client     string // submitting client's address, for the log
+	// MessageID is M's Message-ID field, "" when none. With it, the same sender handing in the
+	// same message again — a client retrying after a reply it never got, or a temporary
+	// error given after the step was stored — gets the items of the first time, not new ones.
+	MessageID string
 }
 
 // Posting is what a sender gets back for one recipient: the label and the signed COP.
@@ -46,9 +52,15 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	if err := a.checkSubmission(ctx, &s, now); err != nil {
 		return nil, a.notAccepted(ctx, s, err)
 	}
+	content := evidence.Sum(s.Message)
+	key := submissionKey(s, content)
+	if key != "" {
+		if postings, err := a.resubmitted(ctx, s, key); postings != nil || err != nil {
+			return postings, err
+		}
+	}
 	// M is stored (and synced) while the postings are prepared: both must be done before the
 	// transaction that makes the items exist, and neither needs the other.
-	content := evidence.Sum(s.Message)
 	stored := make(chan error, 1)
 	go func() {
 		h, err := a.blobs.Put(ctx, s.Message)
@@ -57,7 +69,7 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 		}
 		stored <- err
 	}()
-	posts, err := a.preparePosts(s, content, now)
+	posts, err := a.preparePosts(s, content, key, now)
 	if berr := <-stored; berr != nil {
 		return nil, fmt.Errorf("agent: store message: %w", berr)
 	}
@@ -156,7 +168,7 @@ func (a *Agent) notAccepted(ctx context.Context, s Submission, err error) error 
 // that needs no transaction — labels, tokens, the signed COPs, the composed notifications and
 // receipts — is done here, so that the writer, which commits concurrent submissions together,
 // only writes rows. Nothing leaves the agent before the commit.
-func (a *Agent) preparePosts(s Submission, content evidence.Hash, now time.Time) ([]*posting, error) {
+func (a *Agent) preparePosts(s Submission, content evidence.Hash, key string, now time.Time) ([]*posting, error) {
 	var pwHash string
 	if s.Password != "" {
 		var err error
@@ -164,13 +176,17 @@ func (a *Agent) preparePosts(s Submission, content evidence.Hash, now time.Time)
 			return nil, refuseSubmission("option", "message password: %v", err)
 		}
 	}
-	submission, err := evidence.NewLabel(a.rand)
-	if err != nil {
-		return nil, err
+	if key == "" {
+		submission, err := evidence.NewLabel(a.rand)
+		if err != nil {
+			return nil, err
+		}
+		key = submission.String()
 	}
 	posts := make([]*posting, len(s.Recipients))
+	var err error
 	for i, rcpt := range s.Recipients {
-		if posts[i], err = a.preparePost(s, rcpt, content, pwHash, submission.String(), now); err != nil {
+		if posts[i], err = a.preparePost(s, rcpt, content, pwHash, key, now); err != nil {
 			return nil, err
 		}
 	}
@@ -388,4 +404,69 @@ func addKeyRecord(tx store.Tx, b *evidence.Bundle, recipient string) error {
 	}
 	b.Notes = append(found, b.Notes...)
 	return nil
+}
+
+// submissionKey names a submission by its sender, Message-ID and content, "" without a
+// Message-ID: the same key is the same message handed in again.
+func submissionKey(s Submission, content evidence.Hash) string {
+	if s.MessageID == "" {
+		return ""
+	}
+	h := sha256.Sum256([]byte("certmail submission\n" + strings.ToLower(s.Sender) + "\n" + s.MessageID + "\n" + content.String()))
+	return "msg-" + hex.EncodeToString(h[:16])
+}
+
+// resubmitted answers a submission made before under key with the postings made then, once
+// their evidence is in the log (a step refused because the log failed is completed now). It
+// returns nil postings when there was no such submission, or when it named other recipients.
+func (a *Agent) resubmitted(ctx context.Context, s Submission, key string) ([]Posting, error) {
+	var items []store.Item
+	err := a.st.View(ctx, func(tx store.Tx) (err error) { items, err = tx.ItemsBySubmission(key); return err })
+	if err != nil || len(items) != len(s.Recipients) {
+		return nil, err
+	}
+	for i, it := range items {
+		if !strings.EqualFold(it.Recipient, s.Recipients[i]) || it.Sender != s.Sender {
+			return nil, nil
+		}
+	}
+	// Let the log indices of the first time be recorded, so that only notes whose append
+	// failed count as unlogged.
+	if err := a.Flush(ctx); err != nil {
+		return nil, err
+	}
+	var postings []Posting
+	var unlogged []store.Evidence
+	err = a.st.View(ctx, func(tx store.Tx) error {
+		for _, it := range items {
+			evs, err := tx.Evidence(it.Label)
+			if err != nil {
+				return err
+			}
+			var cop *evidence.Note
+			for _, e := range evs {
+				if e.Type == evidence.COP && cop == nil {
+					if cop, err = evidence.ParseNote(e.Note); err != nil {
+						return err
+					}
+				}
+				if !e.Logged {
+					unlogged = append(unlogged, e)
+				}
+			}
+			if cop == nil {
+				return fmt.Errorf("agent: item %s has no COP", it.Label)
+			}
+			postings = append(postings, Posting{Label: it.Label, Recipient: it.Recipient, COP: cop})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.publish(ctx, unlogged); err != nil {
+		return nil, err
+	}
+	a.logger().Info("agent: a submission made before, answered with its items", "items", len(postings))
+	return postings, nil
 }

@@ -241,6 +241,7 @@ func (s *session) Data(r io.Reader) error {
 		Password:   sub.Options.Password,
 		Hint:       sub.Options.PasswordHint,
 		Client:     s.client,
+		MessageID:  sub.MessageID,
 	})
 	if err != nil {
 		return s.refuse(submitRefusal(err), user, "smtp message not certified")

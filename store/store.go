@@ -51,6 +51,9 @@ type Tx interface {
 	UpdateItem(it Item) error
 	// ItemsBySender lists a sender's items, newest first.
 	ItemsBySender(sender string, limit, offset int) ([]Item, error)
+	// ItemsBySubmission lists the items of one submission (Item.Submission), in the order
+	// they were inserted.
+	ItemsBySubmission(submission string) ([]Item, error)
 
 	// AddEvidence appends a signed note to the item's evidence (l is zero for KEY records);
 	// ErrDuplicate when the same note (same leaf) is stored already.

@@ -14,7 +14,7 @@ import (
 // PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
 // Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
 // sorts before every real time, so a zero NextAttempt is due at once.
-var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5}
+var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6}
 
 var schemaV1 = []string{
 	`CREATE TABLE users (
@@ -122,6 +122,12 @@ var schemaV4 = []string{
 var schemaV5 = []string{
 	`ALTER TABLE items ADD COLUMN prev_agent TEXT NOT NULL DEFAULT ''`,
 	`ALTER TABLE items ADD COLUMN next_agent TEXT NOT NULL DEFAULT ''`,
+}
+
+// schemaV6 finds the items of a submission, so that a sender's retry of a submission whose
+// reply it never got is answered with the items made the first time.
+var schemaV6 = []string{
+	`CREATE INDEX items_submission ON items (submission, id)`,
 }
 
 // SchemaVersion is the schema version this code writes.

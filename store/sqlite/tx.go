@@ -290,6 +290,15 @@ func (t *tx) UpdateItem(it store.Item) error {
 	return nil
 }
 
+func (t *tx) ItemsBySubmission(submission string) ([]store.Item, error) {
+	rows, err := t.q.QueryContext(t.ctx, `SELECT `+itemColumns+` FROM items WHERE submission = ? ORDER BY id`, submission)
+	items, err := collect(rows, err, scanItem)
+	if err != nil {
+		return nil, fmt.Errorf("store: items of submission %s: %w", submission, err)
+	}
+	return items, nil
+}
+
 func (t *tx) ItemsBySender(sender string, limit, offset int) ([]store.Item, error) {
 	rows, err := t.q.QueryContext(t.ctx, `SELECT `+itemColumns+` FROM items WHERE sender = ?
 		ORDER BY submitted DESC, id DESC LIMIT ? OFFSET ?`, sender, limitArg(limit), offsetArg(offset))

@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Items", testItems},
 		{"UpdateItem", testUpdateItem},
 		{"ItemsBySender", testItemsBySender},
+		{"ItemsBySubmission", testItemsBySubmission},
 		{"DuplicateRefusedAndRolledBack", testDuplicates},
 		{"DuplicateHandledInsideUpdate", testDuplicateHandled},
 		{"ErrorRollsBack", testErrorRollsBack},
@@ -1218,4 +1219,31 @@ func testContext(t *testing.T, s store.Store, f *Fixture) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+func testItemsBySubmission(t *testing.T, s store.Store, f *Fixture) {
+	a, b, c := f.Item(newLabel(t, f), f.T0), f.Item(newLabel(t, f), f.T0), f.Item(newLabel(t, f), f.T0)
+	a.Submission, b.Submission, c.Submission = "sub-one", "sub-one", "sub-two"
+	update(t, s, func(tx store.Tx) error {
+		for _, it := range []store.Item{a, b, c} {
+			if err := tx.InsertItem(it); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.ItemsBySubmission("sub-one")
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 || got[0].Label != a.Label || got[1].Label != b.Label {
+			t.Errorf("ItemsBySubmission(sub-one) = %d items, want a then b", len(got))
+		}
+		none, err := tx.ItemsBySubmission("sub-none")
+		if err != nil || len(none) != 0 {
+			t.Errorf("ItemsBySubmission of an unknown submission: %d, %v", len(none), err)
+		}
+		return nil
+	})
 }
