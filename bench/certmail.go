@@ -342,14 +342,13 @@ func (c *certmail) memory(ctx context.Context, sk *sink, inflight, size int) (id
 			rc.Close()
 		}
 	}()
-	msg := message(benchRcpt, size)
 	for range inflight {
 		rc, err := dialRaw(ctx, c.smtp)
 		if err != nil {
 			return 0, 0, err
 		}
 		conns = append(conns, rc)
-		if err := rc.begin(benchRcpt, msg); err != nil {
+		if err := rc.begin(benchRcpt, message(benchRcpt, size)); err != nil {
 			return 0, 0, err
 		}
 	}

@@ -113,7 +113,6 @@ func openLoop(ctx context.Context, addr string, size int, rate float64, dur time
 	l := Latency{Size: size, Offered: rate}
 	n := max(int(rate*dur.Seconds()), 1)
 	interval := time.Duration(float64(time.Second) / rate)
-	msg := message(benchRcpt, size)
 	var (
 		mu    sync.Mutex
 		times []time.Duration
@@ -129,6 +128,9 @@ func openLoop(ctx context.Context, addr string, size int, rate float64, dur time
 			case <-time.After(d):
 			}
 		}
+		// Each message its own Message-ID: the agent answers the same message handed in again
+		// with the item it made the first time.
+		msg := message(benchRcpt, size)
 		wg.Go(func() {
 			t0 := time.Now()
 			_, err := submit(ctx, addr, benchRcpt, msg)
