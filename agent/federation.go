@@ -78,7 +78,21 @@ func acceptBy(it store.Item) time.Time {
 
 // peerMail queues a relay mail for step to agent to.
 func (a *Agent) peerMail(tx store.Tx, l evidence.Label, step relay.Step, to string, notes []*evidence.Note, msg []byte, now time.Time) error {
-	m, err := relay.NewMail(step, l, to, notes, msg, now, a.id.Signer)
+	return a.peerMailWith(tx, l, step, to, notes, msg, nil, now)
+}
+
+// relayOnward queues the relay of item it to it.Next (seed 001 §4.3 step 3) with notes, M and
+// the message password's hash, so that the recipient's agent asks for the same password.
+func (a *Agent) relayOnward(tx store.Tx, it store.Item, notes []*evidence.Note, msg []byte, now time.Time) error {
+	var pickup *relay.Pickup
+	if it.PasswordHash != "" {
+		pickup = &relay.Pickup{PasswordHash: it.PasswordHash, Hint: it.PasswordHint}
+	}
+	return a.peerMailWith(tx, it.Label, relay.StepRelay, it.Next, notes, msg, pickup, now)
+}
+
+func (a *Agent) peerMailWith(tx store.Tx, l evidence.Label, step relay.Step, to string, notes []*evidence.Note, msg []byte, pickup *relay.Pickup, now time.Time) error {
+	m, err := relay.NewRelayMail(step, l, to, notes, msg, pickup, now, a.id.Signer)
 	if err != nil {
 		return fmt.Errorf("agent: %s to %s: %w", step, to, err)
 	}
@@ -218,6 +232,10 @@ func (a *Agent) takeRelay(ctx context.Context, m *relay.Mail) error {
 		Content: cop.Content, Commitment: evidence.Commitment(cop.Label, m.Message), Size: int64(len(m.Message)),
 		Deadline: cop.Deadline, Receipt: "full", Submission: cop.Label.String(), State: store.StatePosted,
 		Submitted: cop.Time, Updated: now, Prev: e.From}
+	if m.Pickup != nil {
+		// The sender's message password protects the pickup here too.
+		it.PasswordHash, it.PasswordHint = m.Pickup.PasswordHash, m.Pickup.Hint
+	}
 	next, routed := a.settings.Peers.route(cop.Recipient)
 	switch {
 	case routed && next != a.Name():
@@ -291,14 +309,14 @@ func (a *Agent) takeRelay(ctx context.Context, m *relay.Mail) error {
 		}
 		if it.Next != "" {
 			onward := append(slices.Clone(m.Notes), ack)
-			if err := a.peerMail(tx, it.Label, relay.StepRelay, it.Next, onward, m.Message, now); err != nil {
+			if err := a.relayOnward(tx, it, onward, m.Message, now); err != nil {
 				return err
 			}
 			return tx.SetTimer(store.Timer{Label: it.Label, Kind: timerRelay, Due: relayBy(now, it.Deadline)})
 		}
 		// Pn: notify the recipient exactly as on one agent (seed 001 §4.5 step 5).
 		notice := Notice{From: a.settings.Bounce, To: it.Recipient, Sender: it.Sender, Label: it.Label, Protocol: it.Protocol,
-			Commitment: it.Commitment, Deadline: acceptBy(it), PickupURL: a.PickupURL(tok)}
+			Commitment: it.Commitment, Deadline: acceptBy(it), PickupURL: a.PickupURL(tok), NeedPassword: it.PasswordHash != "", Hint: it.PasswordHint}
 		if it.Protocol == evidence.CEM {
 			notice.Message = m.Message
 		}

@@ -355,3 +355,26 @@ func TestChainLateReport(t *testing.T) {
 		t.Error("agent3 holds no notice of non-delivery")
 	}
 }
+
+// TestChainCarriesTheMessagePassword: the message password the sender set at agent1 protects
+// the pickup at agent3, which never learns the password itself, only its hash.
+func TestChainCarriesTheMessagePassword(t *testing.T) {
+	c := newChain(t)
+	ctx := context.Background()
+	if _, err := c.n(1).a.Submit(ctx, agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg,
+		Password: "blue heron 42", Hint: "the bird"}); err != nil {
+		t.Fatal(err)
+	}
+	c.pump(t)
+	tok := c.n(3).mails.token(t, bob)
+	v, err := c.n(3).a.Pickup(ctx, tok)
+	if err != nil || !v.NeedPassword || v.Hint != "the bird" {
+		t.Fatalf("pickup at agent3: %+v, %v", v, err)
+	}
+	if _, err := c.n(3).a.Accept(ctx, tok, agent.Acceptance{Password: "wrong"}); agent.KindOf(err) != agent.KindForbidden {
+		t.Fatalf("a wrong password at agent3: %v", err)
+	}
+	if _, err := c.n(3).a.Accept(ctx, tok, agent.Acceptance{Password: "blue heron 42"}); err != nil {
+		t.Fatalf("the right password at agent3: %v", err)
+	}
+}

@@ -11,7 +11,6 @@ import (
 
 	"certmail/evidence"
 	"certmail/password"
-	"certmail/relay"
 	"certmail/store"
 )
 
@@ -223,7 +222,7 @@ func (a *Agent) write(tx store.Tx, p *posting) error {
 		}
 	}
 	if p.relay != nil {
-		return a.peerMail(tx, p.item.Label, relay.StepRelay, p.item.Next, p.relay, p.message, p.item.Submitted)
+		return a.relayOnward(tx, p.item, p.relay, p.message, p.item.Submitted)
 	}
 	return nil
 }

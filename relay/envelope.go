@@ -54,6 +54,7 @@ const envelopeHeader = "certmail-relay/1"
 //	to agent2.example
 //	notes sha256:HEX
 //	message sha256:HEX        or "message none"
+//	pickup sha256:HEX         or "pickup none"
 //	time 2026-11-23T18:00:00.123Z
 type Envelope struct {
 	Step    Step
@@ -62,6 +63,7 @@ type Envelope struct {
 	To      string        // the agent it is for
 	Notes   evidence.Hash // NotesHash of the notes carried
 	Message evidence.Hash // H(M) of the message carried; zero when none
+	Pickup  evidence.Hash // SHA-256 of the pickup part carried; zero when none
 	Time    time.Time
 }
 
@@ -70,12 +72,14 @@ func (e *Envelope) Encode() ([]byte, error) {
 	if err := e.check(); err != nil {
 		return nil, err
 	}
-	msg := "none"
-	if !e.Message.IsZero() {
-		msg = e.Message.String()
+	orNone := func(h evidence.Hash) string {
+		if h.IsZero() {
+			return "none"
+		}
+		return h.String()
 	}
-	return fmt.Appendf(nil, "%s\nstep %s\nlabel %s\nfrom %s\nto %s\nnotes %s\nmessage %s\ntime %s\n",
-		envelopeHeader, e.Step, e.Label, e.From, e.To, e.Notes, msg, evidence.FormatTime(e.Time)), nil
+	return fmt.Appendf(nil, "%s\nstep %s\nlabel %s\nfrom %s\nto %s\nnotes %s\nmessage %s\npickup %s\ntime %s\n",
+		envelopeHeader, e.Step, e.Label, e.From, e.To, e.Notes, orNone(e.Message), orNone(e.Pickup), evidence.FormatTime(e.Time)), nil
 }
 
 func (e *Envelope) check() error {
@@ -90,6 +94,8 @@ func (e *Envelope) check() error {
 		return errors.New("relay: envelope: no notes hash")
 	case (e.Step == StepRelay) == e.Message.IsZero():
 		return errors.New("relay: envelope: a relay carries the message, and only a relay does")
+	case e.Step != StepRelay && !e.Pickup.IsZero():
+		return errors.New("relay: envelope: only a relay carries the pickup's protection")
 	case e.Time.IsZero():
 		return errors.New("relay: envelope: no time")
 	}
@@ -112,10 +118,10 @@ func agentName(s string) bool {
 // ParseEnvelope parses an envelope's text; only the canonical encoding is accepted.
 func ParseEnvelope(text []byte) (*Envelope, error) {
 	lines := strings.Split(string(text), "\n")
-	if len(lines) != 9 || lines[8] != "" || lines[0] != envelopeHeader {
-		return nil, errors.New("relay: envelope: not a certmail-relay/1 envelope of eight lines")
+	if len(lines) != 10 || lines[9] != "" || lines[0] != envelopeHeader {
+		return nil, errors.New("relay: envelope: not a certmail-relay/1 envelope of nine lines")
 	}
-	names := []string{"step", "label", "from", "to", "notes", "message", "time"}
+	names := []string{"step", "label", "from", "to", "notes", "message", "pickup", "time"}
 	vals := make([]string, len(names))
 	for i, name := range names {
 		k, v, ok := strings.Cut(lines[i+1], " ")
@@ -137,7 +143,12 @@ func ParseEnvelope(text []byte) (*Envelope, error) {
 			return nil, fmt.Errorf("relay: envelope: message: %w", err)
 		}
 	}
-	if e.Time, err = evidence.ParseTime(vals[6]); err != nil {
+	if vals[6] != "none" {
+		if e.Pickup, err = evidence.ParseHash(vals[6]); err != nil {
+			return nil, fmt.Errorf("relay: envelope: pickup: %w", err)
+		}
+	}
+	if e.Time, err = evidence.ParseTime(vals[7]); err != nil {
 		return nil, fmt.Errorf("relay: envelope: %w", err)
 	}
 	if err := e.check(); err != nil {

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ const (
 	TypeEnvelope = "application/vnd.certmail.envelope"
 	TypeNote     = "application/vnd.certmail.note"
 	TypeMessage  = "application/vnd.certmail.message"
+	TypePickup   = "application/vnd.certmail.pickup"
 )
 
 // Limits of what ParseMail takes.
@@ -37,20 +39,59 @@ type Mail struct {
 	Signed   []byte           // the envelope as signed
 	Notes    []*evidence.Note // the evidence carried, in order
 	Message  []byte           // M, on a relay only
+	// Pickup, on a relay only, is how the sender protected the pickup: the recipient's agent
+	// asks for the same message password.
+	Pickup *Pickup
+}
+
+// Pickup is the protection of an item's pickup that a relay carries to the recipient's agent:
+// the argon2id hash of the message password (never the password) and its hint.
+type Pickup struct {
+	PasswordHash string `json:"password_hash"`
+	Hint         string `json:"hint,omitempty"`
+}
+
+func (p *Pickup) encode() []byte {
+	b, _ := json.Marshal(p)
+	return b
+}
+
+func parsePickup(b []byte) (*Pickup, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	var p Pickup
+	if err := d.Decode(&p); err != nil || d.More() {
+		return nil, errors.New("not a pickup document")
+	}
+	if !strings.HasPrefix(p.PasswordHash, "$argon2id$") || len(p.PasswordHash) > 200 || len(p.Hint) > 200 {
+		return nil, errors.New("the pickup document holds no argon2id hash, or too long a hint")
+	}
+	if !bytes.Equal(p.encode(), b) {
+		return nil, errors.New("the pickup document is not in canonical form")
+	}
+	return &p, nil
 }
 
 // NewMail signs the envelope of a mail carrying notes (and, on a relay, msg) for step from the
 // signer's agent to agent to.
 func NewMail(step Step, l evidence.Label, to string, notes []*evidence.Note, msg []byte, now time.Time, signer note.Signer) (*Mail, error) {
+	return NewRelayMail(step, l, to, notes, msg, nil, now, signer)
+}
+
+// NewRelayMail is NewMail with the pickup's protection, for a relay.
+func NewRelayMail(step Step, l evidence.Label, to string, notes []*evidence.Note, msg []byte, pickup *Pickup, now time.Time, signer note.Signer) (*Mail, error) {
 	e := &Envelope{Step: step, Label: l, From: signer.Name(), To: to, Notes: NotesHash(notes), Time: evidence.CanonicalTime(now)}
 	if msg != nil {
 		e.Message = evidence.Sum(msg)
+	}
+	if pickup != nil {
+		e.Pickup = evidence.Sum(pickup.encode())
 	}
 	signed, err := SignEnvelope(e, signer)
 	if err != nil {
 		return nil, err
 	}
-	return &Mail{Envelope: e, Signed: signed, Notes: notes, Message: msg}, nil
+	return &Mail{Envelope: e, Signed: signed, Notes: notes, Message: msg, Pickup: pickup}, nil
 }
 
 // Address is the mailbox an agent takes relay mail at: postmaster's sibling on the agent's own
@@ -105,6 +146,11 @@ func (m *Mail) Encode(id string) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if m.Pickup != nil {
+		if err := part(TypePickup, m.Pickup.encode(), true); err != nil {
+			return nil, err
+		}
+	}
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
@@ -141,7 +187,7 @@ func ParseMail(data []byte, maxBytes int64, key func(agent string) (string, bool
 	}
 	r := multipart.NewReader(msg.Body, params["boundary"])
 	m := &Mail{}
-	var signed []byte
+	var signed, pickupRaw []byte
 	for i := 0; ; i++ {
 		p, err := r.NextRawPart()
 		if errors.Is(err, io.EOF) {
@@ -181,6 +227,8 @@ func ParseMail(data []byte, maxBytes int64, key func(agent string) (string, bool
 			m.Notes = append(m.Notes, n)
 		case ct == TypeMessage && i >= 2 && m.Message == nil:
 			m.Message = raw
+		case ct == TypePickup && m.Message != nil && pickupRaw == nil:
+			pickupRaw = raw
 		default:
 			return refuse("unexpected part %d of type %q", i+1, ct)
 		}
@@ -207,6 +255,13 @@ func ParseMail(data []byte, maxBytes int64, key func(agent string) (string, bool
 		return refuse("a %s carrying a message", e.Step)
 	case m.Message != nil && evidence.Sum(m.Message) != e.Message:
 		return refuse("the message carried hashes to %s, the envelope says %s", evidence.Sum(m.Message), e.Message)
+	case (pickupRaw == nil) != e.Pickup.IsZero() || pickupRaw != nil && evidence.Sum(pickupRaw) != e.Pickup:
+		return refuse("the pickup part does not match the envelope's hash")
+	}
+	if pickupRaw != nil {
+		if m.Pickup, err = parsePickup(pickupRaw); err != nil {
+			return refuse("pickup part: %v", err)
+		}
 	}
 	for i, n := range m.Notes {
 		if l := n.Record.Label; !l.IsZero() && l != e.Label {

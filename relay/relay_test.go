@@ -157,6 +157,30 @@ func TestMailRefusals(t *testing.T) {
 	}
 }
 
+// A relay carries the pickup's protection under the envelope's signature: the hash, never
+// the password; a pickup part changed in transit is refused.
+func TestMailCarriesPickup(t *testing.T) {
+	f := newFixture(t)
+	pk := &relay.Pickup{PasswordHash: "$argon2id$v=19$m=65536,t=1,p=2$c2FsdA$aGFzaA", Hint: "the bird"}
+	m, err := relay.NewRelayMail(relay.StepRelay, f.label, "agent2.example", []*evidence.Note{f.cop}, f.msg, pk, f.now, f.a1.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := m.Encode("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := relay.ParseMail(data, 1<<20, trusted(f.a1))
+	if err != nil || got.Pickup == nil || *got.Pickup != *pk {
+		t.Fatalf("pickup: %+v, %v", got, err)
+	}
+	m.Pickup = &relay.Pickup{PasswordHash: "$argon2id$v=19$m=65536,t=1,p=2$c2FsdA$b3RoZXI"}
+	data, _ = m.Encode("p")
+	if _, err := relay.ParseMail(data, 1<<20, trusted(f.a1)); err == nil || !strings.Contains(err.Error(), "pickup part does not match") {
+		t.Errorf("a swapped pickup part: %v", err)
+	}
+}
+
 func TestEnvelopeCanonical(t *testing.T) {
 	f := newFixture(t)
 	e := &relay.Envelope{Step: relay.StepAck, Label: f.label, From: "agent2.example", To: "agent1.example",
