@@ -224,8 +224,11 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	go func() { runBackfill(ctx, ag, log); errs <- nil }()
 
 	printBanner(stdout, cfg, id.Verifier, evl.Origin(), smtpL.Addr(), httpsL.Addr(), admin, adminPW)
-	if relayAddr != nil || len(trust.Peers) > 0 {
-		fmt.Fprintf(stdout, "  SMTP relay       %v (peer agents: %d in the trust store)\n", relayAddr, len(trust.Peers))
+	switch {
+	case relayAddr != nil:
+		fmt.Fprintf(stdout, "  SMTP relay       %v (from peer agents: %d in the trust store)\n", relayAddr, len(trust.Peers))
+	case len(trust.Peers) > 0:
+		fmt.Fprintf(stdout, "  SMTP relay       off: %d peer agents can be relayed to, but none can relay here until [listen] smtp_inbound is set\n", len(trust.Peers))
 	}
 
 	var runErr error
