@@ -223,13 +223,14 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	go func() { runTimers(ctx, ag, log); errs <- nil }()
 	go func() { runBackfill(ctx, ag, log); errs <- nil }()
 
-	printBanner(stdout, cfg, id.Verifier, evl.Origin(), smtpL.Addr(), httpsL.Addr(), admin, adminPW)
+	var relayLine string
 	switch {
 	case relayAddr != nil:
-		fmt.Fprintf(stdout, "  SMTP relay       %v (from peer agents: %d in the trust store)\n", relayAddr, len(trust.Peers))
+		relayLine = fmt.Sprintf("%v (from peer agents: %d in the trust store)", relayAddr, len(trust.Peers))
 	case len(trust.Peers) > 0:
-		fmt.Fprintf(stdout, "  SMTP relay       off: %d peer agents can be relayed to, but none can relay here until [listen] smtp_inbound is set\n", len(trust.Peers))
+		relayLine = fmt.Sprintf("off: %d peer agents can be relayed to, but none can relay here until [listen] smtp_inbound is set", len(trust.Peers))
 	}
+	printBanner(stdout, cfg, id.Verifier, evl.Origin(), smtpL.Addr(), httpsL.Addr(), relayLine, admin, adminPW)
 
 	var runErr error
 	select {
@@ -322,7 +323,7 @@ func loadOrCreateSecret(path string) ([]byte, error) {
 	return b, nil
 }
 
-func printBanner(w io.Writer, cfg config.Config, vkey, logOrigin string, smtpAddr, httpsAddr net.Addr, admin, adminPW string) {
+func printBanner(w io.Writer, cfg config.Config, vkey, logOrigin string, smtpAddr, httpsAddr net.Addr, relayLine, admin, adminPW string) {
 	dir, _ := filepath.Abs(cfg.DataDir)
 	fmt.Fprintf(w, "certmail is serving %s\n\n", cfg.Hostname)
 	fmt.Fprintf(w, "  data directory   %s\n", dir)
@@ -333,6 +334,9 @@ func printBanner(w io.Writer, cfg config.Config, vkey, logOrigin string, smtpAdd
 	fmt.Fprintf(w, "  evidence log     %s/log/ (origin %s; keys at %s/.well-known/certmail)\n", cfg.PublicURL, logOrigin, cfg.PublicURL)
 	fmt.Fprintf(w, "  local CA         %s (trust it in your mail client and browser)\n", filepath.Join(dir, pki.CACertFile))
 	fmt.Fprintf(w, "  outbound mail    %s\n", outboundLine(cfg))
+	if relayLine != "" {
+		fmt.Fprintf(w, "  SMTP relay       %s\n", relayLine)
+	}
 	if admin != "" {
 		fmt.Fprintf(w, "\n  admin account    %s\n  password         %s   (shown once)\n", admin, adminPW)
 	} else {
