@@ -579,8 +579,7 @@ func (a *Agent) decide(tx store.Tx, it store.Item, notes []*evidence.Note, rod *
 		return a.answerLate(tx, it, rod, now)
 	}
 	first := notes[0]
-	switch first.Record.Type {
-	case evidence.ROD:
+	if first.Record.Type == evidence.ROD {
 		crod, err := evidence.Countersign(rod, a.id.Signer)
 		if err != nil {
 			return fmt.Errorf("agent: countersign ROD: %w", err)
@@ -595,42 +594,26 @@ func (a *Agent) decide(tx store.Tx, it store.Item, notes []*evidence.Note, rod *
 		if _, err := tx.AddEvidence(it.Label, crod); err != nil {
 			return err
 		}
-		it.State, it.Updated = store.StateDelivered, now
-		if err := tx.UpdateItem(it); err != nil {
-			return err
-		}
-		if err := a.stopTimers(tx, it.Label); err != nil {
+		if err := a.settle(tx, &it, store.StateDelivered, now); err != nil {
 			return err
 		}
 		if err := a.receipt(tx, it, ReceiptDelivery, crod, "", now, nil); err != nil {
 			return err
 		}
 		return a.peerMail(tx, it.Label, relay.StepDecision, it.Next, []*evidence.Note{crod}, nil, now)
-	case evidence.NDN:
-		if err := addNew(tx, it.Label, notes); err != nil {
-			return err
-		}
-		it.State, it.Updated = store.StateExpired, now
-		if err := tx.UpdateItem(it); err != nil {
-			return err
-		}
-		if err := a.stopTimers(tx, it.Label); err != nil {
-			return err
-		}
-		return a.receipt(tx, it, ReceiptNonDelivery, first, first.Record.Reason, now, nil)
-	default: // REJ
-		if err := addNew(tx, it.Label, notes); err != nil {
-			return err
-		}
-		it.State, it.Updated = store.StateRefused, now
-		if err := tx.UpdateItem(it); err != nil {
-			return err
-		}
-		if err := a.stopTimers(tx, it.Label); err != nil {
-			return err
-		}
-		return a.receipt(tx, it, ReceiptRefusal, first, first.Record.Reason, now, nil)
 	}
+	// NDN or REJ: P1 passes the chain's outcome to the sender.
+	state, kind := store.StateExpired, ReceiptNonDelivery
+	if first.Record.Type == evidence.REJ {
+		state, kind = store.StateRefused, ReceiptRefusal
+	}
+	if err := addNew(tx, it.Label, notes); err != nil {
+		return err
+	}
+	if err := a.settle(tx, &it, state, now); err != nil {
+		return err
+	}
+	return a.receipt(tx, it, kind, first, first.Record.Reason, now, nil)
 }
 
 // answerLate answers a report that reached P1 after it had decided: a report of delivery gets the
@@ -774,11 +757,7 @@ func (a *Agent) acceptedInChain(tx store.Tx, it store.Item, cod, dlv *evidence.N
 			support = append(support, n)
 		}
 	}
-	it.State, it.Updated = store.StateAccepted, now
-	if err := tx.UpdateItem(it); err != nil {
-		return err
-	}
-	if err := a.stopTimers(tx, it.Label); err != nil {
+	if err := a.settle(tx, &it, store.StateAccepted, now); err != nil {
 		return err
 	}
 	return a.reportBack(tx, it, rod, support, now)

@@ -34,11 +34,7 @@ func (a *Agent) Retract(ctx context.Context, sender string, l evidence.Label) er
 		if err != nil {
 			return err
 		}
-		it.State, it.Updated = store.StateRetracted, now
-		if err := tx.UpdateItem(it); err != nil {
-			return err
-		}
-		if err := a.stopTimers(tx, l); err != nil {
+		if err := a.settle(tx, &it, store.StateRetracted, now); err != nil {
 			return err
 		}
 		if it.Next != "" {
@@ -114,26 +110,13 @@ func (a *Agent) fire(tx store.Tx, t store.Timer, now time.Time) error {
 
 // notDelivered signs NDN with a reason, closes the item and tells the sender.
 func (a *Agent) notDelivered(tx store.Tx, it store.Item, reason string, now time.Time) error {
-	ndn, err := a.sign(tx, &evidence.Record{Type: evidence.NDN, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
-		Sender: it.Sender, Recipient: it.Recipient, Content: it.Content, Deadline: it.Deadline, Reason: reason, Time: now})
+	state := store.StateExpired
+	if reason == "bounced" {
+		state = store.StateBounced
+	}
+	ndn, err := a.giveNotice(tx, &it, reason, state, now)
 	if err != nil {
 		return err
-	}
-	it.State, it.Updated = store.StateExpired, now
-	if reason == "bounced" {
-		it.State = store.StateBounced
-	}
-	if err := tx.UpdateItem(it); err != nil {
-		return err
-	}
-	if err := a.stopTimers(tx, it.Label); err != nil {
-		return err
-	}
-	if it.Next != "" {
-		// The chain hears the notice too, so that no agent after this one releases M.
-		if err := a.peerMail(tx, it.Label, relay.StepDecision, it.Next, []*evidence.Note{ndn}, nil, now); err != nil {
-			return err
-		}
 	}
 	return a.receipt(tx, it, ReceiptNonDelivery, ndn, reason, now, nil)
 }
@@ -141,24 +124,39 @@ func (a *Agent) notDelivered(tx store.Tx, it store.Item, reason string, now time
 // localNDN is an NDN an agent after P1 gives: it closes its item and reports the notice back
 // towards P1, which decides.
 func (a *Agent) localNDN(tx store.Tx, it store.Item, reason string, now time.Time) error {
-	ndn, err := a.sign(tx, &evidence.Record{Type: evidence.NDN, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
-		Sender: it.Sender, Recipient: it.Recipient, Content: it.Content, Deadline: it.Deadline, Reason: reason, Time: now})
+	ndn, err := a.giveNotice(tx, &it, reason, store.StateExpired, now)
 	if err != nil {
 		return err
 	}
-	it.State, it.Updated = store.StateExpired, now
-	if err := tx.UpdateItem(it); err != nil {
-		return err
+	return a.reportBack(tx, it, ndn, nil, now)
+}
+
+// giveNotice signs NDN with a reason and closes the item in state; the agents after this one in
+// a chain hear it too, so that none of them releases M.
+func (a *Agent) giveNotice(tx store.Tx, it *store.Item, reason string, state store.State, now time.Time) (*evidence.Note, error) {
+	ndn, err := a.sign(tx, &evidence.Record{Type: evidence.NDN, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
+		Sender: it.Sender, Recipient: it.Recipient, Content: it.Content, Deadline: it.Deadline, Reason: reason, Time: now})
+	if err != nil {
+		return nil, err
 	}
-	if err := a.stopTimers(tx, it.Label); err != nil {
-		return err
+	if err := a.settle(tx, it, state, now); err != nil {
+		return nil, err
 	}
 	if it.Next != "" {
 		if err := a.peerMail(tx, it.Label, relay.StepDecision, it.Next, []*evidence.Note{ndn}, nil, now); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return a.reportBack(tx, it, ndn, nil, now)
+	return ndn, nil
+}
+
+// settle moves the item to state and stops its timers: nothing more is due for it here.
+func (a *Agent) settle(tx store.Tx, it *store.Item, state store.State, now time.Time) error {
+	it.State, it.Updated = state, now
+	if err := tx.UpdateItem(*it); err != nil {
+		return err
+	}
+	return a.stopTimers(tx, it.Label)
 }
 
 // Sent records that the outbound queue handed a mail to the next server. For a notification

@@ -185,11 +185,7 @@ func (a *Agent) Accept(ctx context.Context, tok string, acc Acceptance) (PickupV
 		if err != nil {
 			return err
 		}
-		cur.State, cur.Updated = store.StateDelivered, now
-		if err := tx.UpdateItem(cur); err != nil {
-			return err
-		}
-		if err := a.stopTimers(tx, it.Label); err != nil {
+		if err := a.settle(tx, &cur, store.StateDelivered, now); err != nil {
 			return err
 		}
 		it = cur
@@ -275,11 +271,7 @@ func (a *Agent) Refuse(ctx context.Context, tok, pw string) error {
 		if err != nil {
 			return err
 		}
-		cur.State, cur.Updated = store.StateRefused, now
-		if err := tx.UpdateItem(cur); err != nil {
-			return err
-		}
-		if err := a.stopTimers(tx, it.Label); err != nil {
+		if err := a.settle(tx, &cur, store.StateRefused, now); err != nil {
 			return err
 		}
 		if cur.Prev != "" {
