@@ -378,3 +378,29 @@ func TestChainCarriesTheMessagePassword(t *testing.T) {
 		t.Fatalf("the right password at agent3: %v", err)
 	}
 }
+
+// TestChainRetraction: alice retracts at agent1 after agent3 notified bob; the retraction goes
+// down the chain, and bob can no longer accept at agent3.
+func TestChainRetraction(t *testing.T) {
+	c := newChain(t)
+	ctx := context.Background()
+	ps, err := c.n(1).a.Submit(ctx, agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.pump(t)
+	tok := c.n(3).mails.token(t, bob)
+	if err := c.n(1).a.Retract(ctx, alice, ps[0].Label); err != nil {
+		t.Fatal(err)
+	}
+	c.pump(t)
+	if _, err := c.n(3).a.Accept(ctx, tok, agent.Acceptance{}); agent.KindOf(err) != agent.KindGone {
+		t.Fatalf("accepting at agent3 after the retraction: %v", err)
+	}
+	for _, nd := range []*node{c.n(2), c.n(3)} {
+		if find(c.evidence(t, nd, ps[0].Label), evidence.RTR) == nil {
+			t.Errorf("%s holds no RTR", nd.name)
+		}
+	}
+	want(t, c.verdict(t, ps[0].Label), evidence.OutcomeRetracted, "")
+}
