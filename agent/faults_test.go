@@ -42,9 +42,9 @@ func (w *world) timersOf(t *testing.T, l evidence.Label) []store.Timer {
 }
 
 // TestFaultClockJumpsForwardPastTheDeadline: the clock leaps ten days while an item waits for its
-// recipient. Both its timers are due at once and fire once each, in order (WRN, then NDN), and
-// never again, not after a restart nor after the clock steps back to before the deadline: the
-// item stays expired, with one outcome, and no acceptance, refusal or retraction is taken. The
+// recipient. Both its timers are due at once and fire once each — the warning, too late to be
+// of use, gives way to the notice (NDN) — and never again, not after a restart nor after the
+// clock steps back to before the deadline: the item stays expired, with one outcome, and no acceptance, refusal or retraction is taken. The
 // NDN is dated after the deadline, as the agent's clock says it was given, so the judge reads
 // the bundle as valid and "compensation due": an agent that was away past a deadline owes it.
 func TestFaultClockJumpsForwardPastTheDeadline(t *testing.T) {
@@ -68,11 +68,11 @@ func TestFaultClockJumpsForwardPastTheDeadline(t *testing.T) {
 	if ts := w.timersOf(t, p.Label); len(ts) != 0 {
 		t.Fatalf("timers left: %v", ts)
 	}
-	want := map[evidence.Type]int{evidence.COP: 1, evidence.NTF: 1, evidence.WRN: 1, evidence.NDN: 1}
+	want := map[evidence.Type]int{evidence.COP: 1, evidence.NTF: 1, evidence.NDN: 1}
 	if got := w.evidenceCount(t, p.Label); !equalCounts(got, want) {
 		t.Fatalf("evidence %v, want %v", got, want)
 	}
-	if got := w.mails.kinds(alice); len(got) != 3 || got[1] != agent.ReceiptWarning || got[2] != agent.ReceiptNonDelivery {
+	if got := w.mails.kinds(alice); len(got) != 2 || got[1] != agent.ReceiptNonDelivery {
 		t.Fatalf("the sender's mails: %v", got)
 	}
 	v := w.verdict(t, p.Label)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -48,24 +49,56 @@ func (a *Agent) Retract(ctx context.Context, sender string, l evidence.Label) er
 
 // RunTimers fires every timer due now: at the warning point the sender gets WRN, at the
 // deadline NDN (PROTOCOLS.md §1, timeouts). Each timer fires in its own transaction, and a timer
-// is deleted in the transaction that acts on it, so after a crash it fires again, once. It
-// returns how many fired.
+// is deleted in the transaction that acts on it, so after a crash it fires again, once. Timers
+// fire timerWorkers at a time, so that their transactions share commits, and in batches until
+// none is due: a backlog (after downtime, or under load) is worked off at once, not a batch a
+// tick. It returns how many fired, and the first error, after which the rest wait for the next
+// call.
 func (a *Agent) RunTimers(ctx context.Context) (int, error) {
 	now := evidence.CanonicalTime(a.now())
-	var due []store.Timer
-	if err := a.st.View(ctx, func(tx store.Tx) (err error) { due, err = tx.DueTimers(now, 100); return err }); err != nil {
-		return 0, err
-	}
-	if len(due) > 0 {
-		defer a.queued()
-	}
-	for i, t := range due {
-		if err := a.update(ctx, func(tx store.Tx) error { return a.fire(tx, t, now) }); err != nil {
-			return i, fmt.Errorf("agent: timer %s of %s: %w", t.Kind, t.Label, err)
+	fired := 0
+	for {
+		var due []store.Timer
+		if err := a.st.View(ctx, func(tx store.Tx) (err error) { due, err = tx.DueTimers(now, timerBatch); return err }); err != nil {
+			return fired, err
+		}
+		if len(due) == 0 {
+			return fired, nil
+		}
+		var (
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			first error
+			sem   = make(chan struct{}, timerWorkers)
+		)
+		for _, t := range due {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				err := a.update(ctx, func(tx store.Tx) error { return a.fire(tx, t, now) })
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					fired++
+				} else if first == nil {
+					first = fmt.Errorf("agent: timer %s of %s: %w", t.Kind, t.Label, err)
+				}
+			})
+		}
+		wg.Wait()
+		a.queued()
+		if first != nil || len(due) < timerBatch {
+			return fired, first
 		}
 	}
-	return len(due), nil
 }
+
+// timerBatch is how many due timers RunTimers reads at once, and timerWorkers how many it fires
+// at once.
+const (
+	timerBatch   = 256
+	timerWorkers = 32
+)
 
 func (a *Agent) fire(tx store.Tx, t store.Timer, now time.Time) error {
 	if err := tx.DeleteTimer(t.Label, t.Kind); errors.Is(err, store.ErrNotFound) {
@@ -82,6 +115,9 @@ func (a *Agent) fire(tx store.Tx, t store.Timer, now time.Time) error {
 	}
 	switch t.Kind {
 	case timerWarn:
+		if !now.Before(closing(it.Submitted, it.Deadline)) {
+			return nil // too late to warn: the notice of non-delivery is due (after downtime, a clock jump)
+		}
 		wrn, err := a.sign(tx, &evidence.Record{Type: evidence.WRN, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
 			Sender: it.Sender, Recipient: it.Recipient, Deadline: it.Deadline, Time: now})
 		if err != nil {

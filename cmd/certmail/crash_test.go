@@ -261,7 +261,14 @@ func TestCrashSafety(t *testing.T) {
 			}
 		}
 		if !it.State.Final() || len(timers) != 0 {
-			t.Fatalf("%s: state %s with %d timers left after every deadline passed", l, it.State, len(timers))
+			var lines []string
+			for _, line := range strings.Split(p.out.String(), "\n") {
+				if strings.Contains(line, "level=ERROR") || strings.Contains(line, "level=WARN") || strings.Contains(line, "timers") {
+					lines = append(lines, line)
+				}
+			}
+			t.Fatalf("%s: state %s with %d timers (%v) left after every deadline passed (%s); the agent's warnings and errors:\n%s",
+				l, it.State, len(timers), timers, lastDeadline, strings.Join(lines[max(len(lines)-40, 0):], "\n"))
 		}
 		if it.State == store.StateDelivered {
 			deliveredLinks++
