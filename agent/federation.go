@@ -228,27 +228,6 @@ func (a *Agent) takeRelay(ctx context.Context, m *relay.Mail) error {
 	if slices.Contains(chain, a.Name()) {
 		return refused("this agent (%s) is in the chain already: a loop", a.Name())
 	}
-	it := store.Item{Label: cop.Label, Protocol: cop.Protocol, Sender: cop.Sender, Recipient: cop.Recipient,
-		Content: cop.Content, Commitment: evidence.Commitment(cop.Label, m.Message), Size: int64(len(m.Message)),
-		Deadline: cop.Deadline, Receipt: "full", Submission: cop.Label.String(), State: store.StatePosted,
-		Submitted: cop.Time, Updated: now, Prev: e.From}
-	if m.Pickup != nil {
-		// The sender's message password protects the pickup here too.
-		it.PasswordHash, it.PasswordHint = m.Pickup.PasswordHash, m.Pickup.Hint
-	}
-	next, routed := a.settings.Peers.route(cop.Recipient)
-	switch {
-	case routed && next != a.Name():
-		if slices.Contains(chain, next) {
-			return refused("the route to %s leads back to %s: a loop", cop.Recipient, next)
-		}
-		it.Next = next
-	case !a.serves(cop.Recipient):
-		return refused("this agent does not serve the domain of %s and knows no peer that does", cop.Recipient)
-	}
-	if !now.Before(acceptBy(it)) {
-		return refused("the item's deadline %s leaves no time to deliver it", evidence.FormatTime(cop.Deadline))
-	}
 
 	// A relay seen before: the same one again (the sender missed our 250) is done already;
 	// anything else under a known label is a replay.
@@ -274,6 +253,28 @@ func (a *Agent) takeRelay(ctx context.Context, m *relay.Mail) error {
 	if err != nil || known {
 		return err
 	}
+	it := store.Item{Label: cop.Label, Protocol: cop.Protocol, Sender: cop.Sender, Recipient: cop.Recipient,
+		Content: cop.Content, Commitment: evidence.Commitment(cop.Label, m.Message), Size: int64(len(m.Message)),
+		Deadline: cop.Deadline, Receipt: "full", Submission: cop.Label.String(), State: store.StatePosted,
+		Submitted: cop.Time, Updated: now, Prev: e.From}
+	if m.Pickup != nil {
+		// The sender's message password protects the pickup here too.
+		it.PasswordHash, it.PasswordHint = m.Pickup.PasswordHash, m.Pickup.Hint
+	}
+	next, routed := a.settings.Peers.route(cop.Recipient)
+	switch {
+	case routed && next != a.Name():
+		if slices.Contains(chain, next) {
+			return refused("the route to %s leads back to %s: a loop", cop.Recipient, next)
+		}
+		it.Next = next
+	case !a.serves(cop.Recipient):
+		return refused("this agent does not serve the domain of %s and knows no peer that does", cop.Recipient)
+	}
+	if !now.Before(acceptBy(it)) {
+		return refused("the item's deadline %s leaves no time to deliver it", evidence.FormatTime(cop.Deadline))
+	}
+
 	if h, err := a.blobs.Put(ctx, m.Message); err != nil {
 		return fmt.Errorf("agent: store relayed message: %w", err)
 	} else if h != cop.Content {
