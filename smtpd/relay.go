@@ -24,7 +24,6 @@ import (
 // certificate before MAIL FROM; the certificate must match the peer's pin in the trust store
 // when it has one, and the mail's transport envelope must be signed by the peer's evidence key.
 type RelayConfig struct {
-	Addr     string      // for ListenAndServe
 	Hostname string      // in the greeting; default the agent's name
 	TLS      *tls.Config // this agent's certificate; the server asks peers for theirs
 	// Peer returns a trusted peer's evidence verifier key and its TLS pin ("" for none).
@@ -68,7 +67,6 @@ func NewRelay(cfg RelayConfig, ag *agent.Agent) *RelayServer {
 	ss := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &relaySession{s: s, c: c}, nil
 	}))
-	ss.Addr = cfg.Addr
 	ss.Domain = cfg.Hostname
 	if cfg.TLS != nil {
 		t := cfg.TLS.Clone()
