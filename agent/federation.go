@@ -78,35 +78,50 @@ func acceptBy(it store.Item) time.Time {
 
 // peerMail queues a relay mail for step to agent to.
 func (a *Agent) peerMail(tx store.Tx, l evidence.Label, step relay.Step, to string, notes []*evidence.Note, msg []byte, now time.Time) error {
-	return a.peerMailWith(tx, l, step, to, notes, msg, nil, now)
+	m, err := a.peerOutbound(l, step, to, notes, msg, nil, now)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Enqueue(m)
+	return err
 }
 
 // relayOnward queues the relay of item it to it.Next (seed 001 §4.3 step 3) with notes, M and
 // the message password's hash, so that the recipient's agent asks for the same password.
 func (a *Agent) relayOnward(tx store.Tx, it store.Item, notes []*evidence.Note, msg []byte, now time.Time) error {
+	m, err := a.relayMail(it, notes, msg, now)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Enqueue(m)
+	return err
+}
+
+// relayMail is the relay of item it to it.Next, ready to queue.
+func (a *Agent) relayMail(it store.Item, notes []*evidence.Note, msg []byte, now time.Time) (store.Outbound, error) {
 	var pickup *relay.Pickup
 	if it.PasswordHash != "" {
 		pickup = &relay.Pickup{PasswordHash: it.PasswordHash, Hint: it.PasswordHint}
 	}
-	return a.peerMailWith(tx, it.Label, relay.StepRelay, it.Next, notes, msg, pickup, now)
+	return a.peerOutbound(it.Label, relay.StepRelay, it.Next, notes, msg, pickup, now)
 }
 
-func (a *Agent) peerMailWith(tx store.Tx, l evidence.Label, step relay.Step, to string, notes []*evidence.Note, msg []byte, pickup *relay.Pickup, now time.Time) error {
+// peerOutbound signs and composes a relay mail for step to agent to, ready to queue.
+func (a *Agent) peerOutbound(l evidence.Label, step relay.Step, to string, notes []*evidence.Note, msg []byte, pickup *relay.Pickup, now time.Time) (store.Outbound, error) {
 	m, err := relay.NewRelayMail(step, l, to, notes, msg, pickup, now, a.id.Signer)
 	if err != nil {
-		return fmt.Errorf("agent: %s to %s: %w", step, to, err)
+		return store.Outbound{}, fmt.Errorf("agent: %s to %s: %w", step, to, err)
 	}
 	id := make([]byte, 8)
 	if _, err := a.rand.Read(id); err != nil {
-		return err
+		return store.Outbound{}, err
 	}
 	data, err := m.Encode(fmt.Sprintf("%s.%s.%x", l, step, id))
 	if err != nil {
-		return err
+		return store.Outbound{}, err
 	}
-	_, err = tx.Enqueue(store.Outbound{Label: l, Kind: peerKind + string(step), From: relay.Address(a.Name()), To: relay.Address(to),
-		Data: data, State: store.OutQueued, NextAttempt: now, Created: now, Updated: now})
-	return err
+	return store.Outbound{Label: l, Kind: peerKind + string(step), From: relay.Address(a.Name()), To: relay.Address(to),
+		Data: data, State: store.OutQueued, NextAttempt: now, Created: now, Updated: now}, nil
 }
 
 // trustedKeys are the keys an agent weighs foreign evidence with: its own and its peers'.

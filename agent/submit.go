@@ -81,7 +81,7 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	}
 	err = a.update(ctx, func(tx store.Tx) error {
 		for _, p := range posts {
-			if err := a.write(tx, p); err != nil {
+			if err := p.write(tx); err != nil {
 				return err
 			}
 		}
@@ -198,13 +198,10 @@ type posting struct {
 	cop    *evidence.Note
 	timers []store.Timer
 	mails  []store.Outbound
-	// relay, when set, are the notes to relay to item.Next with message.
-	relay   []*evidence.Note
-	message []byte
 }
 
 // write stores the posting in tx.
-func (a *Agent) write(tx store.Tx, p *posting) error {
+func (p *posting) write(tx store.Tx) error {
 	if err := tx.InsertItem(p.item); err != nil {
 		return err
 	}
@@ -220,9 +217,6 @@ func (a *Agent) write(tx store.Tx, p *posting) error {
 		if _, err := tx.Enqueue(m); err != nil {
 			return err
 		}
-	}
-	if p.relay != nil {
-		return a.relayOnward(tx, p.item, p.relay, p.message, p.item.Submitted)
 	}
 	return nil
 }
@@ -257,8 +251,11 @@ func (a *Agent) preparePost(s Submission, rcpt string, content evidence.Hash, pw
 		// step 3) rather than notify the recipient; the recipient's pickup is the peer's.
 		p.item.Next, p.item.TokenHash = next, evidence.Hash{}
 		p.timers = append(p.timers, store.Timer{Label: l, Kind: timerRelay, Due: relayBy(now, s.Deadline)})
-		p.relay = []*evidence.Note{cop}
-		p.message = s.Message
+		m, err := a.relayMail(p.item, []*evidence.Note{cop}, s.Message, now)
+		if err != nil {
+			return nil, err
+		}
+		p.mails = append(p.mails, m)
 	} else {
 		notice := Notice{From: a.settings.Bounce, To: rcpt, Sender: s.Sender, Label: l, Protocol: s.Protocol,
 			Commitment: it.Commitment, Deadline: closing(now, s.Deadline), PickupURL: a.PickupURL(tok), NeedPassword: pwHash != "", Hint: s.Hint}
