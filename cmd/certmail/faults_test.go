@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,21 +44,7 @@ func (p *agentProc) startUnderFaults(t *testing.T, bin string) *diskfault.Proces
 	}
 	p.cmd = cmd
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); proc.Close() })
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		once := sync.Once{}
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "Next, send") {
-				once.Do(func() { close(ready) })
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("certmail serve did not start under the harness:\n%s", p.out)
-	}
+	p.waitBanner(t, pr, "certmail serve did not start under the harness")
 	return proc
 }
 

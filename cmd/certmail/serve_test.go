@@ -205,21 +205,7 @@ func (p *agentProc) start(t *testing.T, bin string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		once := sync.Once{}
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "Next, send") {
-				once.Do(func() { close(ready) })
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("certmail serve did not start:\n%s", p.out)
-	}
+	p.waitBanner(t, pr, "certmail serve did not start")
 	pool := x509.NewCertPool()
 	ca, err := os.ReadFile(filepath.Join(p.dir, "data", "ca.crt"))
 	if err != nil || !pool.AppendCertsFromPEM(ca) {
@@ -234,6 +220,27 @@ func (p *agentProc) start(t *testing.T, bin string) {
 			return d.DialContext(ctx, "tcp", p.https)
 		},
 	}}
+}
+
+// waitBanner waits for the end of the agent's banner on its standard output, and reads the rest
+// of that output away; after a minute it fails the test with why and the agent's log.
+func (p *agentProc) waitBanner(t *testing.T, stdout io.Reader, why string) {
+	t.Helper()
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		once := sync.Once{}
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "Next, send") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s:\n%s", why, p.out)
+	}
 }
 
 // certmail runs a certmail command in-process against the agent's configuration.
