@@ -723,7 +723,11 @@ func TestSenderTimeline(t *testing.T) {
 
 	// At the deadline, the notice of non-delivery.
 	late, _ := b.compose(t, [][2]string{{"to", "dave@d.example"}, {"text", "late"}, {"deadline", "2h"}}, nil)
-	w.clock.add(2 * time.Hour)
+	w.clock.add(time.Hour) // half the time: the warning
+	if _, err := w.ag.RunTimers(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.add(time.Hour)
 	contains(t, b.get(t, "/messages/"+late), "did not accept by the deadline", "the agent is about to give notice")
 	if _, err := w.ag.RunTimers(t.Context()); err != nil {
 		t.Fatal(err)
