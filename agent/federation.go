@@ -407,6 +407,21 @@ func itemFrom(tx store.Tx, l evidence.Label, from, role string) (store.Item, err
 	return it, nil
 }
 
+// messageOf reads the message of the item a mail from agent from concerns (role as for itemFrom)
+// before the step's transaction, so that the writer, which commits concurrent steps together,
+// does no blob I/O; an item's content never changes.
+func (a *Agent) messageOf(ctx context.Context, l evidence.Label, from, role string) ([]byte, error) {
+	var it store.Item
+	if err := a.st.View(ctx, func(tx store.Tx) (err error) { it, err = itemFrom(tx, l, from, role); return err }); err != nil {
+		return nil, err
+	}
+	msg, err := a.blobs.Get(ctx, it.Content)
+	if err != nil {
+		return nil, fmt.Errorf("agent: message of %s: %w", l, err)
+	}
+	return msg, nil
+}
+
 // takeAck: seed 001 §4.3 step 4 at P_i: the next agent's ACK_i.
 func (a *Agent) takeAck(ctx context.Context, m *relay.Mail) error {
 	e, now := m.Envelope, evidence.CanonicalTime(a.now())
@@ -472,6 +487,10 @@ func (a *Agent) takeReport(ctx context.Context, m *relay.Mail) error {
 			return refused("a report of %s cannot carry a %s", first.Record.Type, n.Record.Type)
 		}
 	}
+	msg, err := a.messageOf(ctx, e.Label, e.From, "next")
+	if err != nil {
+		return err
+	}
 	return a.update(ctx, func(tx store.Tx) error {
 		it, err := itemFrom(tx, e.Label, e.From, "next")
 		if err != nil {
@@ -480,10 +499,6 @@ func (a *Agent) takeReport(ctx context.Context, m *relay.Mail) error {
 		stored, err := storedNotes(tx, it.Label)
 		if err != nil {
 			return err
-		}
-		msg, err := a.blobs.Get(ctx, it.Content)
-		if err != nil {
-			return fmt.Errorf("agent: message of %s: %w", it.Label, err)
 		}
 		rest := m.Notes[1:]
 		if first.Record.Type != evidence.ROD {
@@ -600,7 +615,7 @@ func (a *Agent) decide(tx store.Tx, it store.Item, notes []*evidence.Note, rod *
 		if err != nil {
 			return fmt.Errorf("agent: countersign ROD: %w", err)
 		}
-		full := append(merged(all, nil), crod)
+		full := append(slices.Clone(all), crod)
 		if v := a.weigh(it.Label, full, msg); !v.Valid || v.Outcome != evidence.OutcomeDelivered {
 			return refused("the countersigned report would not show delivery: %s", firstFailure(v))
 		}
@@ -661,6 +676,10 @@ func (a *Agent) takeDecision(ctx context.Context, m *relay.Mail) error {
 	if r.Label != e.Label {
 		return refused("the %s is for label %s, the envelope for %s", r.Type, r.Label, e.Label)
 	}
+	msg, err := a.messageOf(ctx, e.Label, e.From, "prev")
+	if err != nil {
+		return err
+	}
 	return a.update(ctx, func(tx store.Tx) error {
 		it, err := itemFrom(tx, e.Label, e.From, "prev")
 		if err != nil {
@@ -672,10 +691,6 @@ func (a *Agent) takeDecision(ctx context.Context, m *relay.Mail) error {
 		}
 		if slices.ContainsFunc(stored, func(s *evidence.Note) bool { return bytes.Equal(s.Bytes(), n.Bytes()) }) {
 			return nil // the same decision again
-		}
-		msg, err := a.blobs.Get(ctx, it.Content)
-		if err != nil {
-			return fmt.Errorf("agent: message of %s: %w", it.Label, err)
 		}
 		var state store.State
 		switch r.Type {

@@ -192,6 +192,13 @@ func (c *certmail) settle(ctx context.Context, sk *sink, baseN, baseO, n int) er
 
 // logCount reads the log metric from /metrics; ok is false when the agent has no such metric.
 func (c *certmail) logCount(ctx context.Context) (int, bool) {
+	v, ok := c.readMetric(ctx, c.metric)
+	c.logSeen = c.logSeen || ok
+	return int(v), ok
+}
+
+// readMetric reads one metric from the agent's /metrics; ok is false when it has no such metric.
+func (c *certmail) readMetric(ctx context.Context, name string) (float64, bool) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", "https://localhost/metrics", nil)
 	resp, err := c.client.Do(req)
 	if err != nil {
@@ -199,9 +206,7 @@ func (c *certmail) logCount(ctx context.Context) (int, bool) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	v, ok := metricValue(string(b), c.metric)
-	c.logSeen = c.logSeen || ok
-	return int(v), ok
+	return metricValue(string(b), name)
 }
 
 // metricValue finds a counter in Prometheus text exposition, summed over its label sets.

@@ -58,6 +58,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	if o.Interval <= 0 {
 		o.Interval = 30 * time.Second
 	}
+	o.Interval = min(o.Interval, o.Duration) // a soak shorter than one interval lasts what it says
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
@@ -129,14 +130,11 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 
 // goroutines reads go_goroutines from the agent's /metrics; -1 when it cannot.
 func goroutines(ctx context.Context, cm *certmail) int {
-	saved := cm.metric
-	cm.metric = "go_goroutines"
-	defer func() { cm.metric = saved }()
-	v, ok := cm.logCount(ctx)
+	v, ok := cm.readMetric(ctx, "go_goroutines")
 	if !ok {
 		return -1
 	}
-	return v
+	return int(v)
 }
 
 // openFiles counts a process's open file descriptors; -1 when it cannot.
