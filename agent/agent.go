@@ -62,6 +62,7 @@ type Agent struct {
 	rand     io.Reader
 	tries    *tries
 	book     *logbook
+	pub      *publisher
 	appended atomic.Uint64 // notes appended to the evidence log by this process
 }
 
@@ -80,6 +81,7 @@ func New(id *protocol.Identity, st store.Store, blobs store.Blobs, mails Mails, 
 	a := &Agent{id: id, st: st, blobs: blobs, mails: mails, settings: s, now: now, rand: random,
 		tries: &tries{fail: map[evidence.Label][]time.Time{}}}
 	a.book = newLogbook(st, a.logger())
+	a.pub = newPublisher(a)
 	return a
 }
 

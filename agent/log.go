@@ -25,11 +25,17 @@ type Log interface {
 
 var _ Log = (*evlog.Log)(nil)
 
-// update runs fn as one step: it commits fn's transaction, then appends the notes fn stored to
-// the evidence log, and returns once they are durably sequenced, so that nothing is acknowledged
-// before it is both stored and logged. If the append fails the step is committed but reported as
-// failed: the client retries, and Backfill logs the notes later.
+// update runs fn as one step: it commits fn's transaction and hands the notes fn stored to the
+// publisher, which appends them to the evidence log shortly after (publishInterval), many steps'
+// notes at once. The step is acknowledged once it is committed: the store holds its notes
+// durably, and a note a crash keeps out of the log is appended at the next start (RecoverLog),
+// so the log's writes need not be on the way to the acknowledgement nor as small as the store's
+// commit groups (BENCHMARKS.md, "what the log costs"). While the log refuses appends, steps are
+// refused before they store anything: the backlog of unlogged notes stays that of one moment.
 func (a *Agent) update(ctx context.Context, fn func(store.Tx) error) error {
+	if err := a.pub.failing(); err != nil {
+		return &Error{Kind: KindUnavailable, Message: fmt.Sprintf("the evidence log is failing, try again later: %v", err)}
+	}
 	var added []store.Evidence
 	err := a.st.Update(ctx, func(tx store.Tx) error {
 		added = added[:0]
@@ -38,7 +44,8 @@ func (a *Agent) update(ctx context.Context, fn func(store.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	return a.publish(ctx, added)
+	a.pub.add(added)
+	return nil
 }
 
 // loggedTx remembers the notes a step stores, for update to append once they are committed.
@@ -78,6 +85,127 @@ func (a *Agent) publish(ctx context.Context, es []store.Evidence) error {
 	}
 	a.book.record(entries)
 	return nil
+}
+
+// Timing of the publisher. Each append to the log is a batch of tessera's (entry bundle, tiles
+// and tree state written and synced): gathering the notes of many steps into one append is what
+// keeps the log cheap under load. A checkpoint that can prove them comes at most every 100 ms
+// anyway (evlog.DefaultCheckpointInterval).
+const (
+	// publishInterval is the least time between two appends: a note stored after a quiet spell
+	// is appended at once, and under load each append carries the notes of this long.
+	publishInterval = 50 * time.Millisecond
+	// publishRetry is how long the publisher waits to try again after the log refused an append.
+	publishRetry = time.Second
+	// publishTimeout bounds one append.
+	publishTimeout = 30 * time.Second
+)
+
+// publisher appends committed notes to the evidence log in the background, in groups. Notes it
+// could not append stay in its queue and are tried again every publishRetry; a crash loses the
+// queue, not the notes, which are in the store (RecoverLog, Backfill).
+type publisher struct {
+	a       *Agent
+	mu      sync.Mutex
+	pending []store.Evidence
+	running bool
+	idle    chan struct{} // closed when no goroutine is appending
+	err     error         // the last append's error, nil once one succeeds
+	last    time.Time     // when the last append started
+}
+
+func newPublisher(a *Agent) *publisher {
+	idle := make(chan struct{})
+	close(idle)
+	return &publisher{a: a, idle: idle}
+}
+
+// add queues committed notes for the log.
+func (p *publisher) add(es []store.Evidence) {
+	if p.a.settings.Log == nil || len(es) == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.pending = append(p.pending, es...)
+	p.start()
+	p.mu.Unlock()
+}
+
+// start runs the append loop unless it runs already; p.mu is held.
+func (p *publisher) start() {
+	if p.running || len(p.pending) == 0 {
+		return
+	}
+	p.running, p.idle = true, make(chan struct{})
+	go p.run(p.idle)
+}
+
+func (p *publisher) run(idle chan struct{}) {
+	for {
+		p.mu.Lock()
+		wait := publishInterval - time.Since(p.last)
+		p.mu.Unlock()
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+		p.mu.Lock()
+		batch := p.pending
+		p.pending, p.last = nil, time.Now()
+		if len(batch) == 0 {
+			p.stop(idle)
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		err := p.a.publish(ctx, batch)
+		cancel()
+		p.mu.Lock()
+		p.err = err
+		if err != nil {
+			// The notes wait for the log to work again, before any stored since.
+			p.pending = append(batch, p.pending...)
+			p.stop(idle)
+			p.mu.Unlock()
+			p.a.logger().Error("agent: appending to the evidence log failed; steps are refused until it works again",
+				"notes", len(batch), "err", err)
+			time.AfterFunc(publishRetry, p.retry)
+			return
+		}
+		p.mu.Unlock()
+	}
+}
+
+// stop marks the loop stopped; p.mu is held.
+func (p *publisher) stop(idle chan struct{}) {
+	p.running = false
+	close(idle)
+}
+
+func (p *publisher) retry() {
+	p.mu.Lock()
+	p.start()
+	p.mu.Unlock()
+}
+
+// failing returns the error of the last append when it failed.
+func (p *publisher) failing() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// wait returns once every note queued so far is appended, or an append failed.
+func (p *publisher) wait(ctx context.Context) error {
+	p.mu.Lock()
+	idle := p.idle
+	p.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // logbookDelay is how long the logbook gathers indices before it writes them: under load, one
@@ -171,9 +299,14 @@ func (b *logbook) wait(ctx context.Context) error {
 	}
 }
 
-// Flush waits until the store records the log index of every note appended so far. Call it
-// before closing the store.
-func (a *Agent) Flush(ctx context.Context) error { return a.book.wait(ctx) }
+// Flush waits until every note stored so far is appended to the log (unless the log fails) and
+// the store records its index. Call it before closing the log and the store.
+func (a *Agent) Flush(ctx context.Context) error {
+	if err := a.pub.wait(ctx); err != nil {
+		return err
+	}
+	return a.book.wait(ctx)
+}
 
 // backfillBatch is how many notes Backfill appends at once.
 const backfillBatch = 1024

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,8 +97,8 @@ func sameAsLog(t *testing.T, l *evlog.Log, notes []store.Evidence) {
 	}
 }
 
-// TestStepsAreLogged: each step returns with its notes in the log, the store knows where, and
-// the bundle proves every note against the log's checkpoint once it is published.
+// TestStepsAreLogged: each step's notes reach the log once the step has returned, the store
+// knows where, and the bundle proves every note against the log's checkpoint once it is published.
 func TestStepsAreLogged(t *testing.T) {
 	w := newWorld(t)
 	l := w.openLog(t)
@@ -114,8 +115,11 @@ func TestStepsAreLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := ps[0]
+	if err := w.a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if size, err := l.Size(ctx); err != nil || size != 3 {
-		t.Fatalf("log size when Submit returned: %d, %v; want 3 (KEY and two COPs)", size, err)
+		t.Fatalf("log size once the notes are published: %d, %v; want 3 (KEY and two COPs)", size, err)
 	}
 	w.deliverQueue(t)
 	if _, err := w.a.Accept(ctx, w.mails.token(t, bob), agent.Acceptance{Client: "192.0.2.1"}); err != nil {
@@ -282,47 +286,118 @@ func TestRecoverLogRefusesShrunkLog(t *testing.T) {
 	}
 }
 
-// TestStepFailsWhenLogFails: with the log closed (a full disk would do the same), a submission
-// is not acknowledged; its notes stay in the store, unlogged, and Backfill logs them once the log
-// works again.
-func TestStepFailsWhenLogFails(t *testing.T) {
-	w := newWorld(t)
-	l := w.openLog(t)
-	l.Close(t.Context())
-	_, err := w.a.Submit(t.Context(), agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg})
-	if err == nil || agent.KindOf(err) != agent.KindUnavailable {
-		t.Fatalf("Submit with the log closed: %v, want an unavailable error", err)
+// failingLog is the world's evidence log with a switch that makes it refuse appends, as a full
+// disk under the log would.
+type failingLog struct {
+	*evlog.Log
+	fail atomic.Bool
+}
+
+func (f *failingLog) Append(ctx context.Context, leaves ...evidence.Hash) ([]uint64, error) {
+	if f.fail.Load() {
+		return nil, errors.New("no space left on device")
 	}
-	w.openLog(t)
-	n, err := w.a.Backfill(t.Context())
-	if err != nil || n != 1 {
-		t.Fatalf("Backfill: %d, %v; want the COP", n, err)
+	return f.Log.Append(ctx, leaves...)
+}
+
+// openFailingLog opens the world's log behind a failingLog, failing from the start.
+func (w *world) openFailingLog(t *testing.T) *failingLog {
+	t.Helper()
+	l, err := evlog.Open(evlog.Config{Dir: filepath.Join(w.dir, "log"), Signer: w.id.Signer, Verifier: w.id.Verifier})
+	if err != nil {
+		t.Fatal(err)
 	}
-	var un []store.Evidence
-	if err := w.st.View(t.Context(), func(tx store.Tx) (err error) { un, err = tx.UnloggedEvidence(0); return err }); err != nil || len(un) != 0 {
-		t.Fatalf("unlogged after Backfill: %d, %v", len(un), err)
+	t.Cleanup(func() { l.Close(context.Background()) })
+	f := &failingLog{Log: l}
+	f.fail.Store(true)
+	s := settings()
+	s.Log = f
+	w.a = agent.New(w.id, w.st, w.blobs, w.mails, s, w.clock.now, nil)
+	return f
+}
+
+// untilAccepted submits s until the agent takes it: once the log works again, the agent sees it
+// at its next try (a second).
+func untilAccepted(t *testing.T, a *agent.Agent, s agent.Submission) []agent.Posting {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ps, err := a.Submit(t.Context(), s)
+		if err == nil {
+			return ps
+		}
+		if agent.KindOf(err) != agent.KindUnavailable || time.Now().After(deadline) {
+			t.Fatalf("Submit once the log works again: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// TestRetryAfterLogFailureCertifiesOnce: a submission refused because the log failed after its
-// step was stored is answered, when the sender sends the same message again, with the item and
-// COP of the first time, now logged — not certified a second time.
-func TestRetryAfterLogFailureCertifiesOnce(t *testing.T) {
+// TestStepsWaitForAFailingLog: a step is acknowledged once it is stored; when the log then
+// refuses its notes, they stay queued and the next steps are refused (unavailable) before they
+// store anything, until the log works again and every note reaches it once.
+func TestStepsWaitForAFailingLog(t *testing.T) {
 	w := newWorld(t)
-	l := w.openLog(t)
-	l.Close(t.Context())
-	s := agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg, MessageID: "<lease-1@a.example>"}
-	if _, err := w.a.Submit(t.Context(), s); agent.KindOf(err) != agent.KindUnavailable {
-		t.Fatalf("Submit with the log closed: %v, want an unavailable error", err)
+	l := w.openFailingLog(t)
+	first, err := w.a.Submit(t.Context(), agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg})
+	if err != nil {
+		t.Fatalf("Submit, stored but not yet logged: %v", err)
 	}
-	w.openLog(t)
+	if err := w.a.Flush(t.Context()); err != nil { // the append is tried, and fails
+		t.Fatal(err)
+	}
+	_, err = w.a.Submit(t.Context(), agent.Submission{Sender: alice, Recipients: []string{"carol@c.example"}, Message: msg})
+	if agent.KindOf(err) != agent.KindUnavailable {
+		t.Fatalf("Submit while the log fails: %v, want an unavailable error", err)
+	}
+	var items []store.Item
+	if err := w.st.View(t.Context(), func(tx store.Tx) (err error) { items, err = tx.ItemsBySender(alice, 10, 0); return err }); err != nil || len(items) != 1 {
+		t.Fatalf("items after the refusal: %d, %v; want only the first", len(items), err)
+	}
+	l.fail.Store(false)
+	second := untilAccepted(t, w.a, agent.Submission{Sender: alice, Recipients: []string{"carol@c.example"}, Message: msg})
+	notes := w.notes(t, first[0].Label, second[0].Label)
+	if len(notes) != 2 {
+		t.Errorf("%d notes, want the two COPs", len(notes))
+	}
+	sameAsLog(t, l.Log, notes)
+}
+
+// TestRetryWhileTheLogFailsCertifiesOnce: a client that resends a message whose 250 it never got
+// — here while the log is failing — gets the item and COP of the first time, not a second
+// certification, and the notes of the first time reach the log once it works again.
+func TestRetryWhileTheLogFailsCertifiesOnce(t *testing.T) {
+	w := newWorld(t)
+	l := w.openFailingLog(t)
+	s := agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg, MessageID: "<lease-1@a.example>"}
 	ps, err := w.a.Submit(t.Context(), s)
 	if err != nil || len(ps) != 1 {
-		t.Fatalf("the retry: %v", err)
+		t.Fatalf("Submit: %v", err)
+	}
+	if err := w.a.Flush(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	again, err := w.a.Submit(t.Context(), s)
 	if err != nil || again[0].Label != ps[0].Label || !bytes.Equal(again[0].COP.Bytes(), ps[0].COP.Bytes()) {
-		t.Fatalf("a second retry: %v, label %s, want %s", err, again[0].Label, ps[0].Label)
+		t.Fatalf("the retry: %v, want label %s", err, ps[0].Label)
+	}
+	l.fail.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := w.a.Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		var un []store.Evidence
+		if err := w.st.View(t.Context(), func(tx store.Tx) (err error) { un, err = tx.UnloggedEvidence(0); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if len(un) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d notes still unlogged 10 s after the log works again", len(un))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	var items []store.Item
 	var un []store.Evidence

@@ -412,9 +412,9 @@ func submissionKey(s Submission, content evidence.Hash) string {
 	return "msg-" + hex.EncodeToString(h[:16])
 }
 
-// resubmitted answers a submission made before under key with the postings made then, once
-// their evidence is in the log (a step refused because the log failed is completed now). It
-// returns nil postings when there was no such submission, or when it named other recipients.
+// resubmitted answers a submission made before under key with the postings made then (their
+// notes reach the log as every stored note does). It returns nil postings when there was no such
+// submission, or when it named other recipients.
 func (a *Agent) resubmitted(ctx context.Context, s Submission, key string) ([]Posting, error) {
 	var items []store.Item
 	err := a.st.View(ctx, func(tx store.Tx) (err error) { items, err = tx.ItemsBySubmission(key); return err })
@@ -426,13 +426,7 @@ func (a *Agent) resubmitted(ctx context.Context, s Submission, key string) ([]Po
 			return nil, nil
 		}
 	}
-	// Let the log indices of the first time be recorded, so that only notes whose append
-	// failed count as unlogged.
-	if err := a.Flush(ctx); err != nil {
-		return nil, err
-	}
 	var postings []Posting
-	var unlogged []store.Evidence
 	err = a.st.View(ctx, func(tx store.Tx) error {
 		for _, it := range items {
 			evs, err := tx.Evidence(it.Label)
@@ -446,9 +440,6 @@ func (a *Agent) resubmitted(ctx context.Context, s Submission, key string) ([]Po
 						return err
 					}
 				}
-				if !e.Logged {
-					unlogged = append(unlogged, e)
-				}
 			}
 			if cop == nil {
 				return fmt.Errorf("agent: item %s has no COP", it.Label)
@@ -458,9 +449,6 @@ func (a *Agent) resubmitted(ctx context.Context, s Submission, key string) ([]Po
 		return nil
 	})
 	if err != nil {
-		return nil, err
-	}
-	if err := a.publish(ctx, unlogged); err != nil {
 		return nil, err
 	}
 	a.logger().Info("agent: a submission made before, answered with its items", "items", len(postings))
