@@ -85,6 +85,17 @@ func New(id *protocol.Identity, st store.Store, blobs store.Blobs, mails Mails, 
 	return a
 }
 
+// message returns the stored message h: from the store, or, for an item a data directory of an
+// earlier version holds, from its blob files.
+func (a *Agent) message(ctx context.Context, h evidence.Hash) ([]byte, error) {
+	var m []byte
+	err := a.st.View(ctx, func(tx store.Tx) (err error) { m, err = tx.Message(h); return err })
+	if errors.Is(err, store.ErrNotFound) && a.blobs != nil {
+		return a.blobs.Get(ctx, h)
+	}
+	return m, err
+}
+
 // queued tells the outbound queue that a committed step queued mail.
 func (a *Agent) queued() {
 	if a.settings.Queued != nil {
@@ -208,7 +219,7 @@ func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*ev
 		return nil, err
 	}
 	if message && !it.Label.IsZero() {
-		m, err := a.blobs.Get(ctx, it.Content)
+		m, err := a.message(ctx, it.Content)
 		if err != nil {
 			return nil, fmt.Errorf("agent: message of %s: %w", l, err)
 		}

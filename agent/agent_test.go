@@ -1,10 +1,13 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -574,5 +577,37 @@ func TestRealMailsOnEveryPath(t *testing.T) {
 	body := string(out[0].Data)
 	if out[0].Kind != "non-acceptance" || out[0].To != alice || !strings.Contains(body, "NOT accepted") || !strings.Contains(body, "Not accepted: the lease") {
 		t.Fatalf("notice of non-acceptance to %s:\n%s", out[0].To, body)
+	}
+}
+
+// TestMessagesOfAnEarlierDataDirectory: a body that a data directory of an earlier version keeps
+// as a file, not in the database, is still given with the item's bundle; a body neither holds is
+// an error, not an empty message.
+func TestMessagesOfAnEarlierDataDirectory(t *testing.T) {
+	w := newWorld(t)
+	p := w.submit(t, agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg})
+	if _, err := w.blobs.Put(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(w.dir, "certmail.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`DELETE FROM messages`); err != nil {
+		t.Fatal(err)
+	}
+	b, err := w.a.Bundle(t.Context(), p.Label, true)
+	if err != nil {
+		t.Fatalf("bundle of an item whose body is a file: %v", err)
+	}
+	if m, ok := b.Item(evidence.ItemMessage); !ok || !bytes.Equal(m, msg) {
+		t.Fatalf("the bundle's message: %q, %v", m, ok)
+	}
+	if err := os.RemoveAll(filepath.Join(w.dir, "blobs")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.a.Bundle(t.Context(), p.Label, true); err == nil {
+		t.Fatal("bundle of an item whose body is nowhere: no error")
 	}
 }

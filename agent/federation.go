@@ -290,11 +290,6 @@ func (a *Agent) takeRelay(ctx context.Context, m *relay.Mail) error {
 		return refused("the item's deadline %s leaves no time to deliver it", evidence.FormatTime(cop.Deadline))
 	}
 
-	if h, err := a.blobs.Put(ctx, m.Message); err != nil {
-		return fmt.Errorf("agent: store relayed message: %w", err)
-	} else if h != cop.Content {
-		return fmt.Errorf("agent: blob store returned hash %s for content %s", h, cop.Content)
-	}
 	var tok string
 	if it.Next == "" {
 		var th evidence.Hash
@@ -304,6 +299,9 @@ func (a *Agent) takeRelay(ctx context.Context, m *relay.Mail) error {
 		it.TokenHash = th
 	}
 	return a.update(ctx, func(tx store.Tx) error {
+		if err := tx.PutMessage(cop.Content, m.Message); err != nil {
+			return err
+		}
 		if err := tx.InsertItem(it); err != nil {
 			if errors.Is(err, store.ErrDuplicate) {
 				return refused("label %s was seen before: a relay cannot reuse it", cop.Label)
@@ -409,13 +407,13 @@ func itemFrom(tx store.Tx, l evidence.Label, from, role string) (store.Item, err
 
 // messageOf reads the message of the item a mail from agent from concerns (role as for itemFrom)
 // before the step's transaction, so that the writer, which commits concurrent steps together,
-// does no blob I/O; an item's content never changes.
+// does not read it; an item's content never changes.
 func (a *Agent) messageOf(ctx context.Context, l evidence.Label, from, role string) ([]byte, error) {
 	var it store.Item
 	if err := a.st.View(ctx, func(tx store.Tx) (err error) { it, err = itemFrom(tx, l, from, role); return err }); err != nil {
 		return nil, err
 	}
-	msg, err := a.blobs.Get(ctx, it.Content)
+	msg, err := a.message(ctx, it.Content)
 	if err != nil {
 		return nil, fmt.Errorf("agent: message of %s: %w", l, err)
 	}

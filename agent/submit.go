@@ -41,8 +41,8 @@ type Posting struct {
 	COP       *evidence.Note
 }
 
-// Submit accepts a message for each recipient: it stores M durably, then in one transaction per
-// submission it creates each recipient's item with a fresh label and pickup token, signs and
+// Submit accepts a message for each recipient: in one transaction per submission it stores M
+// and creates each recipient's item with a fresh label and pickup token, signs and
 // stores the COP (seed 001 §4.3 steps 1–2), sets the warning and deadline timers and queues the
 // notification and the posting receipt. Only when Submit returns without error may the caller
 // acknowledge (SMTP 250, HTTP 201).
@@ -58,20 +58,7 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 			return postings, err
 		}
 	}
-	// M is stored (and synced) while the postings are prepared: both must be done before the
-	// transaction that makes the items exist, and neither needs the other.
-	stored := make(chan error, 1)
-	go func() {
-		h, err := a.blobs.Put(ctx, s.Message)
-		if err == nil && h != content {
-			err = fmt.Errorf("blob store returned hash %s for content %s", h, content)
-		}
-		stored <- err
-	}()
 	posts, err := a.preparePosts(s, content, key, now)
-	if berr := <-stored; berr != nil {
-		return nil, fmt.Errorf("agent: store message: %w", berr)
-	}
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
@@ -80,6 +67,9 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 		return nil, err
 	}
 	err = a.update(ctx, func(tx store.Tx) error {
+		if err := tx.PutMessage(content, s.Message); err != nil {
+			return err
+		}
 		for _, p := range posts {
 			if err := p.write(tx); err != nil {
 				return err

@@ -4,32 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io/fs"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"certmail/evidence"
-	"certmail/store"
 	"certmail/store/sqlite"
 )
-
-// fullBlobs is the blob store on a disk that is full while full is set: Put fails as the file
-// system's write does, with ENOSPC, and stores nothing.
-type fullBlobs struct {
-	store.Blobs
-	full atomic.Bool
-}
-
-func (b *fullBlobs) Put(ctx context.Context, data []byte) (evidence.Hash, error) {
-	if b.full.Load() {
-		h := evidence.Sum(data)
-		return evidence.Hash{}, fmt.Errorf("blobfs: put %s: %w", h, &fs.PathError{Op: "write", Path: "blobs/sha256/.tmp-1", Err: syscall.ENOSPC})
-	}
-	return b.Blobs.Put(ctx, data)
-}
 
 // acked is a message the agent acknowledged: what to find in the store for it.
 type acked struct {
@@ -47,15 +28,14 @@ func (w *world) checkAll(t *testing.T, all []acked) {
 	}
 }
 
-// TestFaultDiskFullForMessages: while the disk of the message store is full, a submission gets
+// TestFaultDiskFullForMessages: while a message body cannot be written (ENOSPC), a submission gets
 // 451 4.3.0 with no cause shown, and leaves no item, COP, timer or queued mail (no notification,
 // no posting receipt, no NAC: the sender's retry is the remedy). On the same connection, once
 // space is back, the next submission is certified, and every message acknowledged before is
 // still there with its COP.
 func TestFaultDiskFullForMessages(t *testing.T) {
 	t.Parallel()
-	var blobs *fullBlobs
-	w := newWorld(t, options{blobs: func(b store.Blobs) store.Blobs { blobs = &fullBlobs{Blobs: b}; return blobs }})
+	w := newWorld(t, options{})
 	c := w.login(t)
 	var all []acked
 	send := func(i int) (int, string, string) {
@@ -69,7 +49,7 @@ func TestFaultDiskFullForMessages(t *testing.T) {
 	}
 	all = append(all, acked{reply, m})
 
-	blobs.full.Store(true)
+	w.st.full.Store(true)
 	before := w.state(t)
 	for i := 2; i <= 3; i++ {
 		code, reply, _ := send(i)
@@ -87,7 +67,7 @@ func TestFaultDiskFullForMessages(t *testing.T) {
 		t.Error("the log lacks the cause of the refusal")
 	}
 
-	blobs.full.Store(false)
+	w.st.full.Store(false)
 	code, reply, m = send(4)
 	if code != 250 {
 		t.Fatalf("after the fault: %d %s", code, reply)

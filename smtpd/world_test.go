@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,7 +34,6 @@ import (
 	"certmail/protocol"
 	"certmail/smtpd"
 	"certmail/store"
-	"certmail/store/blobfs"
 	"certmail/store/sqlite"
 )
 
@@ -66,6 +67,7 @@ func (recorder) Receipt(r agent.Receipt) ([]byte, error) {
 type faultyStore struct {
 	store.Store
 	fail     atomic.Bool
+	full     atomic.Bool // message bodies cannot be written, as on a full disk
 	commits  atomic.Int64
 	inserted atomic.Int64
 }
@@ -77,7 +79,7 @@ func (f *faultyStore) Update(ctx context.Context, fn func(store.Tx) error) error
 	var n int64
 	err := f.Store.Update(ctx, func(tx store.Tx) error {
 		n = 0
-		return fn(countingTx{tx, &n})
+		return fn(countingTx{tx, &n, f})
 	})
 	if err == nil {
 		f.commits.Add(1)
@@ -89,6 +91,14 @@ func (f *faultyStore) Update(ctx context.Context, fn func(store.Tx) error) error
 type countingTx struct {
 	store.Tx
 	n *int64
+	f *faultyStore
+}
+
+func (c countingTx) PutMessage(h evidence.Hash, data []byte) error {
+	if c.f.full.Load() {
+		return fmt.Errorf("store: put message %s: %w", h, &fs.PathError{Op: "write", Path: "certmail.db-wal", Err: syscall.ENOSPC})
+	}
+	return c.Tx.PutMessage(h, data)
 }
 
 func (c countingTx) InsertItem(it store.Item) error {
@@ -147,7 +157,6 @@ type world struct {
 	srv    *smtpd.Server
 	addr   string
 	st     *faultyStore
-	blobs  store.Blobs
 	acc    *account.Accounts
 	roots  *x509.CertPool
 	caFile string
@@ -159,8 +168,6 @@ type options struct {
 	maxRecipients int
 	logins        account.Limits
 	trusted       []netip.Prefix // submit as alice without AUTH from these
-	// blobs, when set, wraps the blob store the agent is given, to put a fault in its way.
-	blobs func(store.Blobs) store.Blobs
 }
 
 // newWorld starts a submission server on loopback with a real agent, store and accounts, and
@@ -182,21 +189,13 @@ func newWorld(t testing.TB, o options) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	blobs, err := blobfs.Open(filepath.Join(dir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	id, err := protocol.NewIdentity("certmail.test", rand.NewChaCha8([32]byte{1}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{st: &faultyStore{Store: db}, blobs: blobs, roots: ca.CertPool(),
+	w := &world{st: &faultyStore{Store: db}, roots: ca.CertPool(),
 		caFile: filepath.Join(dir, "ca", pki.CACertFile), logs: &logBuffer{}}
-	agentBlobs := store.Blobs(blobs)
-	if o.blobs != nil {
-		agentBlobs = o.blobs(blobs)
-	}
-	ag := agent.New(id, w.st, agentBlobs, recorder{}, agent.Settings{PublicURL: "https://certmail.test",
+	ag := agent.New(id, w.st, nil, recorder{}, agent.Settings{PublicURL: "https://certmail.test",
 		DefaultDeadline: 48 * time.Hour, MinDeadline: time.Hour, MaxDeadline: 30 * 24 * time.Hour,
 		WarnAt: 0.5, Bounce: "certmail@certmail.test"}, nil, nil)
 	w.acc = account.NewWithParams(w.st, o.logins, nil, cheap, nil)
@@ -332,7 +331,8 @@ func (w *world) checkCertified(t testing.TB, reply string, m []byte, rcpts ...st
 			t.Errorf("COP of %s: content %s sender %s recipient %s; want content %s", l,
 				n.Record.Content, n.Record.Sender, n.Record.Recipient, evidence.Sum(m))
 		}
-		stored, err := w.blobs.Get(context.Background(), it.Content)
+		var stored []byte
+		err = w.st.View(context.Background(), func(tx store.Tx) (err error) { stored, err = tx.Message(it.Content); return err })
 		if err != nil || !bytes.Equal(stored, m) {
 			t.Errorf("stored message of %s (%v):\n%q\nwant\n%q", l, err, stored, m)
 		}

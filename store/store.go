@@ -21,6 +21,7 @@ import (
 var (
 	ErrNotFound  = errors.New("store: not found")
 	ErrDuplicate = errors.New("store: duplicate") // a label, token, leaf or user seen before
+	ErrCorrupt   = errors.New("store: corrupt")   // stored bytes that do not hash to their name
 )
 
 // Store is the durable state of one agent (or of several agent nodes sharing PostgreSQL).
@@ -54,6 +55,13 @@ type Tx interface {
 	// ItemsBySubmission lists the items of one submission (Item.Submission), in the order
 	// they were inserted.
 	ItemsBySubmission(submission string) ([]Item, error)
+
+	// PutMessage stores a message body under its SHA-256 h, in the step that makes its items
+	// exist, so that one commit makes both durable. Storing the same bytes again is a no-op.
+	PutMessage(h evidence.Hash, data []byte) error
+	// Message returns the body stored under h: ErrNotFound when there is none, ErrCorrupt when
+	// what is stored does not hash to h.
+	Message(h evidence.Hash) ([]byte, error)
 
 	// AddEvidence appends a signed note to the item's evidence (l is zero for KEY records);
 	// ErrDuplicate when the same note (same leaf) is stored already.
@@ -203,7 +211,9 @@ type Outbound struct {
 	Updated     time.Time
 }
 
-// Blobs holds message bodies by content hash. Put returns only once the bytes are durable.
+// Blobs holds message bodies by content hash. Put returns only once the bytes are durable. The
+// agent stores bodies with Tx.PutMessage; a Blobs is where a data directory of an earlier
+// version kept them, read when the store has no such body.
 type Blobs interface {
 	Put(ctx context.Context, data []byte) (evidence.Hash, error)
 	Get(ctx context.Context, h evidence.Hash) ([]byte, error)

@@ -106,9 +106,13 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 		return err
 	}
 	defer st.Close()
-	blobs, err := blobfs.Open(cfg.Path("blobs"))
-	if err != nil {
-		return err
+	// Message bodies are in the database; a data directory of an earlier version keeps older
+	// ones as files, read from there.
+	var blobs store.Blobs
+	if _, err := os.Stat(cfg.Path("blobs")); err == nil {
+		if blobs, err = blobfs.Open(cfg.Path("blobs")); err != nil {
+			return err
+		}
 	}
 	// tessera logs through klog; its lines go to the agent's log.
 	klog.SetSlogLogger(log.With("part", "evidence log"))

@@ -14,7 +14,7 @@ import (
 // PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
 // Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
 // sorts before every real time, so a zero NextAttempt is due at once.
-var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6}
+var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7}
 
 var schemaV1 = []string{
 	`CREATE TABLE users (
@@ -128,6 +128,18 @@ var schemaV5 = []string{
 // reply it never got is answered with the items made the first time.
 var schemaV6 = []string{
 	`CREATE INDEX items_submission ON items (submission, id)`,
+}
+
+// schemaV7 keeps message bodies in the database, written in the transaction that makes their
+// items exist: one commit (shared by concurrent submissions) makes a message and its evidence
+// durable, where a file of its own cost a create, two fsyncs and a rename (BENCHMARKS.md).
+// Bodies stored as files by earlier versions stay where they are and are read from there.
+var schemaV7 = []string{
+	`CREATE TABLE messages (
+		hash TEXT NOT NULL,
+		data BLOB NOT NULL,
+		CONSTRAINT messages_pkey PRIMARY KEY (hash)
+	)`,
 }
 
 // SchemaVersion is the schema version this code writes.

@@ -168,6 +168,36 @@ func one[T any](row *sql.Row, scan func(scanner) (T, error)) (T, error) {
 	return v, err
 }
 
+// Messages
+
+func (t *tx) PutMessage(h evidence.Hash, data []byte) error {
+	if evidence.Sum(data) != h {
+		return fmt.Errorf("store: put message %s: the bytes hash to %s", h, evidence.Sum(data))
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	if _, err := t.exec(`INSERT INTO messages (hash, data) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, h.String(), data); err != nil {
+		return fmt.Errorf("store: put message %s: %w", h, err)
+	}
+	return nil
+}
+
+func (t *tx) Message(h evidence.Hash) ([]byte, error) {
+	var data []byte
+	err := t.q.QueryRowContext(t.ctx, `SELECT data FROM messages WHERE hash = ?`, h.String()).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: message %s: %w", h, err)
+	}
+	if evidence.Sum(data) != h {
+		return nil, fmt.Errorf("store: message %s: %w", h, store.ErrCorrupt)
+	}
+	return data, nil
+}
+
 // Users
 
 const userColumns = `address, password_hash, admin, disabled, verifier_key, created, updated`

@@ -35,6 +35,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"reflect"
@@ -67,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DuplicateHandledInsideUpdate", testDuplicateHandled},
 		{"ErrorRollsBack", testErrorRollsBack},
 		{"PanicRollsBack", testPanicRollsBack},
+		{"Messages", testMessages},
 		{"Evidence", testEvidence},
 		{"EvidenceLog", testEvidenceLog},
 		{"Published", testPublished},
@@ -163,6 +165,58 @@ func labels(items []store.Item) []evidence.Label {
 		out = append(out, it.Label)
 	}
 	return out
+}
+
+// testMessages: a body is stored with its items' step, read back whole, stored once however
+// often it is put, refused under a name it does not hash to, and rolled back with its step.
+func testMessages(t *testing.T, s store.Store, f *Fixture) {
+	big := make([]byte, 1<<20+17)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	bodies := [][]byte{[]byte("From: a@a.example\r\n\r\nhello\r\n"), {}, big}
+	update(t, s, func(tx store.Tx) error {
+		for _, m := range bodies {
+			for range 2 {
+				if err := tx.PutMessage(evidence.Sum(m), m); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		for _, m := range bodies {
+			got, err := tx.Message(evidence.Sum(m))
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(got, m) {
+				t.Errorf("Message of %d bytes: got %d bytes back", len(m), len(got))
+			}
+		}
+		_, err := tx.Message(evidence.Sum([]byte("never put")))
+		wantErr(t, "Message never put", err, store.ErrNotFound)
+		return nil
+	})
+	other := []byte("another body")
+	err := s.Update(t.Context(), func(tx store.Tx) error { return tx.PutMessage(evidence.Sum(bodies[0]), other) })
+	if err == nil {
+		t.Error("PutMessage under the hash of other bytes: no error")
+	}
+	rolled := []byte("stored by a step that failed")
+	err = s.Update(t.Context(), func(tx store.Tx) error {
+		if err := tx.PutMessage(evidence.Sum(rolled), rolled); err != nil {
+			return err
+		}
+		return errBoom
+	})
+	wantErr(t, "Update that fails after PutMessage", err, errBoom)
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.Message(evidence.Sum(rolled))
+		wantErr(t, "Message of a failed step", err, store.ErrNotFound)
+		return nil
+	})
 }
 
 func testUsers(t *testing.T, s store.Store, f *Fixture) {
