@@ -4,8 +4,11 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Checked is a bundle whose signatures and key bindings were checked: what a judge weighs.
@@ -49,14 +52,15 @@ func (b *Bundle) Check(pinned *Keys) *Checked {
 func CheckBundles(bundles []*Bundle, pinned *Keys) []*Checked {
 	sigs := newSigBatch()
 	trusts := make([]bundleTrust, len(bundles))
+	known := keyCache{}
 	for i, b := range bundles {
-		trusts[i] = b.trust(pinned)
+		trusts[i] = b.trust(pinned, known)
 		b.queueSignatures(i, trusts[i], sigs)
 	}
 	sigs.run()
 	out := make([]*Checked, len(bundles))
 	for i, b := range bundles {
-		out[i] = b.check(pinned, trusts[i], sigs)
+		out[i] = b.check(pinned, trusts[i], sigs, known)
 	}
 	return out
 }
@@ -70,14 +74,34 @@ type bundleTrust struct {
 	fromSelf  bool // the agents' keys were taken from the bundle
 }
 
-func (b *Bundle) trust(pinned *Keys) bundleTrust {
+// keyCache holds the verifier keys already checked during one CheckBundles, by their text: the
+// agents' keys are in every bundle.
+type keyCache map[string]*trustedKey
+
+// add adds vkey to k, checking it once per cache; a malformed key is left out, as in Check.
+func (c keyCache) add(k *Keys, vkey string) {
+	t, seen := c[vkey]
+	if !seen {
+		if checkVerifierKey(vkey) == nil {
+			v, _ := note.NewVerifier(vkey)
+			pub, _ := PublicKey(vkey)
+			t = &trustedKey{v, pub}
+		}
+		c[vkey] = t
+	}
+	if t != nil {
+		k.add(vkey, *t)
+	}
+}
+
+func (b *Bundle) trust(pinned *Keys, known keyCache) bundleTrust {
 	agents, _ := NewKeys()
 	if pinned != nil {
 		agents = agents.union(pinned)
 	} else {
 		for _, k := range b.Keys {
 			if !strings.Contains(KeyID(k), "@") {
-				_ = agents.Add(k)
+				known.add(agents, k)
 			}
 		}
 	}
@@ -88,7 +112,7 @@ func (b *Bundle) trust(pinned *Keys) bundleTrust {
 		}
 		named := slices.ContainsFunc(b.Notes, func(n *Note) bool { return n.Record.Type == KEY && n.Record.Key == k })
 		if named || pinned != nil && contains(pinned.list, k) {
-			_ = users.Add(k)
+			known.add(users, k)
 		}
 	}
 	return bundleTrust{agents: agents, candidate: agents.union(users), fromSelf: pinned == nil}
@@ -111,7 +135,7 @@ func (b *Bundle) queueSignatures(bundle int, t bundleTrust, sigs *sigBatch) {
 	}
 }
 
-func (b *Bundle) check(pinned *Keys, t bundleTrust, sigs *sigBatch) *Checked {
+func (b *Bundle) check(pinned *Keys, t bundleTrust, sigs *sigBatch, known keyCache) *Checked {
 	v := &Verdict{Valid: true, Label: b.Label.String(), Outcome: OutcomeInvalid}
 	c := &Checked{Bundle: b, OK: make([]bool, len(b.Notes)), Verdict: v}
 	if t.fromSelf {
@@ -142,7 +166,7 @@ func (b *Bundle) check(pinned *Keys, t bundleTrust, sigs *sigBatch) *Checked {
 	users, _ := NewKeys()
 	for _, k := range b.Keys {
 		if strings.Contains(KeyID(k), "@") && (pinned != nil && contains(pinned.list, k) || len(bindings[k]) > 0) {
-			_ = users.Add(k)
+			known.add(users, k)
 		}
 	}
 	keys := agents.union(users)
@@ -220,7 +244,9 @@ func userKeyInForce(n *Note, bundleKeys []string, pinned *Keys, bindings map[str
 // hasSigBy reports whether n has a signature line by the key "name+hash".
 func (n *Note) hasSigBy(id string) bool {
 	for _, s := range n.Sigs {
-		if fmt.Sprintf("%s+%08x", s.Name, s.Hash) == id {
+		// "%08x" without fmt: the 33-bit value's hex digits after its leading 1.
+		if len(id) == len(s.Name)+9 && id[:len(s.Name)] == s.Name && id[len(s.Name)] == '+' &&
+			id[len(s.Name)+1:] == strconv.FormatUint(uint64(s.Hash)|1<<32, 16)[1:] {
 			return true
 		}
 	}

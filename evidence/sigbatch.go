@@ -107,9 +107,28 @@ func (s *sigBatch) run() {
 // verifyBatch reports whether every signature of the entries verifies.
 func (s *sigBatch) verifyBatch(entries []sigEntry, expanded map[[ed25519.PublicKeySize]byte]*voi.ExpandedPublicKey) bool {
 	v := voi.NewBatchVerifier()
+	if len(entries) < 64 {
+		// A small batch uses the keys' precomputed tables in its multiplication.
+		for _, e := range entries {
+			n := e.ref.note
+			v.AddExpandedWithOptions(expand(expanded, e.ref.pub), n.raw[:n.text], n.sigs[e.ref.sig], s.opts)
+		}
+		return v.VerifyBatchOnly(nil)
+	}
+	// A large one does not: a table saves only the key's decoding, which is worth it for a key
+	// that signs more than once (an agent's), not for a user's that signs once.
+	uses := map[[ed25519.PublicKeySize]byte]int{}
+	for _, e := range entries {
+		uses[e.ref.pub]++
+	}
+	v.ForceNoPublicKeyExpansion()
 	for _, e := range entries {
 		n := e.ref.note
-		v.AddExpandedWithOptions(expand(expanded, e.ref.pub), n.raw[:n.text], n.sigs[e.ref.sig], s.opts)
+		if uses[e.ref.pub] > 1 {
+			v.AddExpandedWithOptions(expand(expanded, e.ref.pub), n.raw[:n.text], n.sigs[e.ref.sig], s.opts)
+		} else {
+			v.AddWithOptions(e.ref.pub[:], n.raw[:n.text], n.sigs[e.ref.sig], s.opts)
+		}
 	}
 	return v.VerifyBatchOnly(nil)
 }
