@@ -64,7 +64,9 @@ func newArchive(t testing.TB, bundles, users int) *archive {
 		}
 		msg := fmt.Appendf(nil, "From: alice@a.example\r\nTo: %s\r\nSubject: offer %d\r\n\r\nThe signed offer is attached.\r\n", u.addr, i)
 		h, commit := evidence.Sum(msg), evidence.Commitment(label, msg)
-		at := func(ms int) time.Time { return t0.Add(time.Duration(i)*time.Minute + time.Duration(ms)*time.Millisecond) }
+		at := func(ms int) time.Time {
+			return t0.Add(time.Duration(i)*time.Minute + time.Duration(ms)*time.Millisecond)
+		}
 		b := &evidence.Bundle{Label: label}
 		for _, k := range []string{p1key, p2key, u.vkey} {
 			b.AddKey(k)
