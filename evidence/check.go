@@ -41,7 +41,7 @@ func (c *Checked) Good() (notes []*Note, pos []int) {
 // is trusted only when pinned or bound to the user's address by a KEY record that a trusted
 // agent signed, with a time not after the note it verifies.
 //
-// The signatures are verified together, as one batch (see verifySignatures).
+// The signatures are verified together, as one batch (see sigBatch).
 func (b *Bundle) Check(pinned *Keys) *Checked {
 	return CheckBundles([]*Bundle{b}, pinned)[0]
 }

@@ -206,7 +206,7 @@ func (e *SignatureError) Error() string {
 // Verify is what a party runs when it accepts a note during an exchange, and it checks each
 // signature with crypto/ed25519 (the cofactorless equation of RFC 8032 §5.1.7): what a party
 // accepted passes any conforming verifier, cofactored or not. Bundle.Check, the arbiter's
-// check, uses the cofactored equation in batches (see verifySignatures).
+// check, uses the cofactored equation in batches (see sigBatch).
 func (n *Note) Verify(keys *Keys) error {
 	return n.check(keys, func(pub ed25519.PublicKey, i int) bool {
 		return ed25519.Verify(pub, n.raw[:n.text], n.sigs[i])

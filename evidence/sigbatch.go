@@ -6,7 +6,7 @@ import (
 	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 )
 
-// How bundle checks verify signatures.
+// How bundle checks verify signatures (sigBatch).
 //
 // A bundle's check verifies each signature by a trusted key with the cofactored equation of
 // RFC 8032 §5.1.7, [8][S]B = [8]R + [8][k]A, which the RFC names as the check (the cofactorless
@@ -27,8 +27,9 @@ import (
 // The batch is curve25519-voi's: ZIP-215-style cofactored verification with per-key options, a
 // Pippenger multiscalar multiplication for large batches, and precomputed tables for keys used
 // many times. It was measured against github.com/hdevalence/ed25519consensus, which uses the same
-// equation but Straus only and a key decompression per signature: about 22 µs a signature in
-// batches of 70 to 7,000, against 10–14 µs here (BENCHMARKS.md).
+// equation but Straus only and decodes the key of every signature: on one core, about 22 µs a
+// signature in batches of 70 to 7,000, against 10–14 µs here (BENCHMARKS.md). Neither merges the
+// terms of a key that signs many times in a batch.
 
 // verifyOptions are crypto/ed25519's rules for keys and signature encodings with the cofactored
 // equation.
