@@ -1,9 +1,14 @@
 package evidence
 
 import (
+	"crypto/ed25519"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Checked is a bundle whose signatures and key bindings were checked: what a judge weighs.
@@ -35,22 +40,110 @@ func (c *Checked) Good() (notes []*Note, pos []int) {
 // keys, the agent keys in the bundle are taken as given and the verdict says so. A user's key
 // is trusted only when pinned or bound to the user's address by a KEY record that a trusted
 // agent signed, with a time not after the note it verifies.
+//
+// The signatures are verified together, as one batch (see sigBatch).
 func (b *Bundle) Check(pinned *Keys) *Checked {
-	v := &Verdict{Valid: true, Label: b.Label.String(), Outcome: OutcomeInvalid}
-	c := &Checked{Bundle: b, OK: make([]bool, len(b.Notes)), Verdict: v}
+	return CheckBundles([]*Bundle{b}, pinned)[0]
+}
 
+// CheckBundles checks many bundles with the same pinned keys: each gets exactly what Check gives
+// it, and the signatures of all are verified in batches, which costs a fraction of verifying
+// them one by one. A forged or damaged signature fails only the note that carries it.
+func CheckBundles(bundles []*Bundle, pinned *Keys) []*Checked {
+	sigs := newSigBatch()
+	trusts := make([]bundleTrust, len(bundles))
+	known := keyCache{}
+	for i, b := range bundles {
+		trusts[i] = b.trust(pinned, known)
+		b.queueSignatures(i, trusts[i], sigs)
+	}
+	sigs.run()
+	out := make([]*Checked, len(bundles))
+	for i, b := range bundles {
+		out[i] = b.check(pinned, trusts[i], sigs, known)
+	}
+	return out
+}
+
+// bundleTrust is the keys a bundle's check may use before any signature is checked: the agents'
+// keys, and those with the user keys that are pinned or that some KEY record of the bundle
+// names (whether that record stands is known only after its check).
+type bundleTrust struct {
+	agents    *Keys
+	candidate *Keys
+	fromSelf  bool // the agents' keys were taken from the bundle
+}
+
+// keyCache holds the verifier keys already checked during one CheckBundles, by their text: the
+// agents' keys are in every bundle.
+type keyCache map[string]*trustedKey
+
+// add adds vkey to k, checking it once per cache; a malformed key is left out, as in Check.
+func (c keyCache) add(k *Keys, vkey string) {
+	t, seen := c[vkey]
+	if !seen {
+		if checkVerifierKey(vkey) == nil {
+			v, _ := note.NewVerifier(vkey)
+			pub, _ := PublicKey(vkey)
+			t = &trustedKey{v, pub}
+		}
+		c[vkey] = t
+	}
+	if t != nil {
+		k.add(vkey, *t)
+	}
+}
+
+func (b *Bundle) trust(pinned *Keys, known keyCache) bundleTrust {
 	agents, _ := NewKeys()
 	if pinned != nil {
-		for _, k := range pinned.List() {
-			_ = agents.Add(k)
-		}
+		agents = agents.union(pinned)
 	} else {
 		for _, k := range b.Keys {
 			if !strings.Contains(KeyID(k), "@") {
-				_ = agents.Add(k)
+				known.add(agents, k)
 			}
 		}
+	}
+	users, _ := NewKeys()
+	for _, k := range b.Keys {
+		if !strings.Contains(KeyID(k), "@") {
+			continue
+		}
+		named := slices.ContainsFunc(b.Notes, func(n *Note) bool { return n.Record.Type == KEY && n.Record.Key == k })
+		if named || pinned != nil && contains(pinned.list, k) {
+			known.add(users, k)
+		}
+	}
+	return bundleTrust{agents: agents, candidate: agents.union(users), fromSelf: pinned == nil}
+}
+
+// queueSignatures adds to sigs every signature the check of b may verify.
+func (b *Bundle) queueSignatures(bundle int, t bundleTrust, sigs *sigBatch) {
+	for _, n := range b.Notes {
+		keys := t.candidate
+		if n.Record.Type == KEY {
+			keys = t.agents
+		} else if !n.Record.Label.IsZero() && n.Record.Label != b.Label {
+			continue // refused before its signatures are looked at
+		}
+		for i, s := range n.Sigs {
+			if pub, ok := keys.publicKey(s.Name, s.Hash); ok {
+				sigs.add(bundle, n, i, pub)
+			}
+		}
+	}
+}
+
+func (b *Bundle) check(pinned *Keys, t bundleTrust, sigs *sigBatch, known keyCache) *Checked {
+	v := &Verdict{Valid: true, Label: b.Label.String(), Outcome: OutcomeInvalid}
+	c := &Checked{Bundle: b, OK: make([]bool, len(b.Notes)), Verdict: v}
+	if t.fromSelf {
 		v.Notices = append(v.Notices, "the agents' keys were taken from the bundle itself; pin the keys you trust (verify --key) to check who the agents are")
+	}
+	agents := t.agents
+	verify := func(n *Note) func(ed25519.PublicKey, int) bool {
+		return func(pub ed25519.PublicKey, i int) bool { return sigs.verify(n, i, pub) }
 	}
 
 	// First the KEY records, with agent keys only: they decide which user keys count.
@@ -59,7 +152,7 @@ func (b *Bundle) Check(pinned *Keys) *Checked {
 		if n.Record.Type != KEY {
 			continue
 		}
-		if err := n.Verify(agents); err != nil {
+		if err := n.check(agents, verify(n)); err != nil {
 			v.Fail(i+1, KEY, "signature", "%v", err)
 			continue
 		}
@@ -70,12 +163,13 @@ func (b *Bundle) Check(pinned *Keys) *Checked {
 	// One key set for every other note: the agents, and the user keys that are pinned or bound
 	// by a trusted KEY record. Whether a binding was in force when a user signed is checked
 	// per note below.
-	keys, _ := NewKeys(agents.List()...)
+	users, _ := NewKeys()
 	for _, k := range b.Keys {
-		if strings.Contains(KeyID(k), "@") && (pinned != nil && contains(pinned.List(), k) || len(bindings[k]) > 0) {
-			_ = keys.Add(k)
+		if strings.Contains(KeyID(k), "@") && (pinned != nil && contains(pinned.list, k) || len(bindings[k]) > 0) {
+			known.add(users, k)
 		}
 	}
+	keys := agents.union(users)
 	for i, n := range b.Notes {
 		r := n.Record
 		if r.Type == KEY {
@@ -85,7 +179,7 @@ func (b *Bundle) Check(pinned *Keys) *Checked {
 			v.Fail(i+1, r.Type, "label", "note is for label %s, the bundle for %s", r.Label, b.Label)
 			continue
 		}
-		if err := n.Verify(keys); err != nil {
+		if err := n.check(keys, verify(n)); err != nil {
 			if userSigned(r) && !keys.Has(r.SignerNames()[0]) {
 				v.Fail(i+1, r.Type, "key binding", "no trusted KEY record binds a key of %s", r.SignerNames()[0])
 				continue
@@ -100,7 +194,7 @@ func (b *Bundle) Check(pinned *Keys) *Checked {
 		c.OK[i] = true
 	}
 	var agentKeys []string // the log's checkpoint must be signed by an agent, never a user
-	for _, k := range agents.List() {
+	for _, k := range agents.list {
 		if !strings.Contains(KeyID(k), "@") {
 			agentKeys = append(agentKeys, k)
 		}
@@ -150,7 +244,9 @@ func userKeyInForce(n *Note, bundleKeys []string, pinned *Keys, bindings map[str
 // hasSigBy reports whether n has a signature line by the key "name+hash".
 func (n *Note) hasSigBy(id string) bool {
 	for _, s := range n.Sigs {
-		if fmt.Sprintf("%s+%08x", s.Name, s.Hash) == id {
+		// "%08x" without fmt: the 33-bit value's hex digits after its leading 1.
+		if len(id) == len(s.Name)+9 && id[:len(s.Name)] == s.Name && id[len(s.Name)] == '+' &&
+			id[len(s.Name)+1:] == strconv.FormatUint(uint64(s.Hash)|1<<32, 16)[1:] {
 			return true
 		}
 	}

@@ -2,9 +2,13 @@ package evidence_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"certmail/evidence"
 	"certmail/internal/seed"
@@ -105,6 +109,29 @@ func FuzzOpenCheckpoint(f *testing.F) {
 		}
 		if c, err := evidence.CheckpointText(data); err == nil && !bytes.HasPrefix(data, c.Text()) {
 			t.Fatalf("checkpoint %+v does not match its text", c)
+		}
+	})
+}
+
+// FuzzParseNoteAgreesWithOpen holds ParseNote's own reading of the signature lines to
+// note.Open's: a note ParseNote accepts, note.Open reads too, with the same signatures.
+func FuzzParseNoteAgreesWithOpen(f *testing.F) {
+	seed.Files(f, "../testdata/vectors/notes/*/*.note")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := evidence.ParseNote(data)
+		_, openErr := note.Open(data, note.VerifierList())
+		var unverified *note.UnverifiedNoteError
+		if !errors.As(openErr, &unverified) {
+			if err == nil {
+				t.Fatalf("ParseNote accepts what note.Open refuses (%v)", openErr)
+			}
+			return
+		}
+		if err != nil {
+			return // certmail's rules are stricter: canonical body and lines
+		}
+		if !slices.Equal(n.Sigs, unverified.Note.UnverifiedSigs) {
+			t.Fatalf("signatures %+v, note.Open reads %+v", n.Sigs, unverified.Note.UnverifiedSigs)
 		}
 	})
 }

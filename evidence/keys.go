@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
@@ -44,12 +45,23 @@ func PublicKey(vkey string) (ed25519.PublicKey, error) {
 // Keys is a set of verifier keys: the note.Verifiers an arbiter trusts for one check.
 type Keys struct {
 	list  []string // canonical verifier keys, sorted
-	byKey map[string]note.Verifier
+	byKey map[keyID]trustedKey
+}
+
+// keyID names a key as signature lines do: its name and key hash.
+type keyID struct {
+	name string
+	hash uint32
+}
+
+type trustedKey struct {
+	v   note.Verifier
+	pub ed25519.PublicKey
 }
 
 // NewKeys parses verifier keys. Duplicates collapse; a malformed key is an error.
 func NewKeys(vkeys ...string) (*Keys, error) {
-	k := &Keys{byKey: map[string]note.Verifier{}}
+	k := &Keys{byKey: make(map[keyID]trustedKey, len(vkeys))}
 	for _, s := range vkeys {
 		if err := k.Add(s); err != nil {
 			return nil, err
@@ -64,14 +76,38 @@ func (k *Keys) Add(vkey string) error {
 		return fmt.Errorf("evidence: %w", err)
 	}
 	v, _ := note.NewVerifier(vkey)
-	id := v.Name() + "+" + fmt.Sprintf("%08x", v.KeyHash())
+	pub, _ := PublicKey(vkey)
+	k.add(vkey, trustedKey{v, pub})
+	return nil
+}
+
+func (k *Keys) add(vkey string, t trustedKey) {
+	id := keyID{t.v.Name(), t.v.KeyHash()}
 	if _, dup := k.byKey[id]; dup {
-		return nil
+		return
 	}
-	k.byKey[id] = v
+	k.byKey[id] = t
 	i, _ := slices.BinarySearch(k.list, vkey)
 	k.list = slices.Insert(k.list, i, vkey)
-	return nil
+}
+
+// union returns a new set holding the keys of k and of other, which were checked when added.
+func (k *Keys) union(other *Keys) *Keys {
+	u := &Keys{list: slices.Clone(k.list), byKey: make(map[keyID]trustedKey, len(k.byKey)+len(other.byKey))}
+	for id, t := range k.byKey {
+		u.byKey[id] = t
+	}
+	for _, vkey := range other.list {
+		u.add(vkey, other.byKey[verifierID(vkey)])
+	}
+	return u
+}
+
+// verifierID is the keyID of a canonical verifier key.
+func verifierID(vkey string) keyID {
+	name, rest, _ := strings.Cut(vkey, "+")
+	h, _ := strconv.ParseUint(rest[:min(8, len(rest))], 16, 32)
+	return keyID{name, uint32(h)}
 }
 
 // List returns the verifier keys, sorted.
@@ -79,8 +115,8 @@ func (k *Keys) List() []string { return slices.Clone(k.list) }
 
 // Has reports whether a key of that name is in the set.
 func (k *Keys) Has(name string) bool {
-	for _, v := range k.byKey {
-		if v.Name() == name {
+	for id := range k.byKey {
+		if id.name == name {
 			return true
 		}
 	}
@@ -89,10 +125,16 @@ func (k *Keys) Has(name string) bool {
 
 // Verifier implements note.Verifiers.
 func (k *Keys) Verifier(name string, hash uint32) (note.Verifier, error) {
-	if v, ok := k.byKey[name+"+"+fmt.Sprintf("%08x", hash)]; ok {
-		return v, nil
+	if t, ok := k.byKey[keyID{name, hash}]; ok {
+		return t.v, nil
 	}
 	return nil, &note.UnknownVerifierError{Name: name, KeyHash: hash}
+}
+
+// publicKey returns the Ed25519 key that signature lines by name and hash refer to.
+func (k *Keys) publicKey(name string, hash uint32) (ed25519.PublicKey, bool) {
+	t, ok := k.byKey[keyID{name, hash}]
+	return t.pub, ok
 }
 
 // KeyID is the "name+hash" prefix of a verifier key that identifies it in signature lines.

@@ -2,11 +2,15 @@ package evidence
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
 )
@@ -17,6 +21,8 @@ type Note struct {
 	Record *Record
 	Sigs   []note.Signature
 	raw    []byte
+	text   int      // raw[:text] is the signed text
+	sigs   [][]byte // sigs[i] is the Ed25519 signature of Sigs[i], without its key hash
 }
 
 // Bytes returns the exact signed note, as stored, logged and bundled.
@@ -80,52 +86,107 @@ func splitNote(msg []byte) (text string, sigs []byte) {
 
 // ParseNote parses a signed note's structure and body without checking signatures: the body must
 // be a canonical record, and the signature lines exactly what note.Sign writes, so that the
-// bytes are the only encoding of this note.
+// bytes are the only encoding of this note. It accepts what note.Open accepts, parsing the
+// note once: Verify and Bundle.Check check the signatures it splits out.
 func ParseNote(msg []byte) (*Note, error) {
-	text, sigPart := splitNote(msg)
-	if text == "" {
+	split := bytes.LastIndex(msg, []byte("\n\n"))
+	if split < 0 {
 		return nil, malformed("note: no blank line before the signatures")
 	}
+	text, sigPart := msg[:split+1], msg[split+2:]
 	if len(sigPart) == 0 {
 		return nil, malformed("note: no signature")
 	}
-	// note.Open with no known keys parses the whole note and reports every signature as
-	// unverified; that is the parse, without the check.
-	_, err := note.Open(msg, note.VerifierList())
-	var unverified *note.UnverifiedNoteError
-	if !errors.As(err, &unverified) {
-		return nil, malformed("note: %v", err)
-	}
-	sigs := unverified.Note.UnverifiedSigs
-	type keyID struct {
-		name string
-		hash uint32
-	}
-	var canon bytes.Buffer
-	canon.Grow(len(sigPart))
-	seen := make(map[keyID]bool, len(sigs))
-	for _, s := range sigs {
-		id := keyID{s.Name, s.Hash}
-		if seen[id] {
-			return nil, malformed("note: key %s+%08x signed twice", s.Name, s.Hash)
-		}
-		seen[id] = true
-		canon.WriteString("— " + s.Name + " " + s.Base64 + "\n")
-	}
-	// note.Open accepts base64 with stray low bits; only the canonical form reads back the same.
-	for _, s := range sigs {
-		if sig, err := base64.StdEncoding.DecodeString(s.Base64); err != nil || base64.StdEncoding.EncodeToString(sig) != s.Base64 {
-			return nil, malformed("note: non-canonical base64 in the signature of %s", s.Name)
-		}
-	}
-	if !bytes.Equal(canon.Bytes(), sigPart) {
-		return nil, malformed("note: signature lines are not in canonical form")
-	}
-	rec, err := ParseRecord([]byte(text))
+	sigs, raw, err := parseSignatures(msg, sigPart)
 	if err != nil {
 		return nil, err
 	}
-	return &Note{Record: rec, Sigs: sigs, raw: bytes.Clone(msg)}, nil
+	rec, err := ParseRecord(text)
+	if err != nil {
+		return nil, err
+	}
+	n := &Note{Record: rec, Sigs: sigs, raw: bytes.Clone(msg), text: len(text), sigs: raw}
+	return n, nil
+}
+
+// errMalformedNote is what note.Open says of a note it cannot read.
+const errMalformedNote = "note: malformed note"
+
+// parseSignatures reads the signature lines of msg, the note's tail sigPart, by note.Open's rules
+// (C2SP signed-note: UTF-8 with no control character but newline, lines "— name base64", at
+// most 100), and then certmail's: one signature per key, canonical base64, and lines exactly as
+// note.Sign writes them. FuzzParseNoteAgreesWithOpen holds it to note.Open.
+func parseSignatures(msg, sigPart []byte) ([]note.Signature, [][]byte, error) {
+	for i := 0; i < len(msg); {
+		if c := msg[i]; c < utf8.RuneSelf {
+			if c < 0x20 && c != '\n' {
+				return nil, nil, malformed(errMalformedNote)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(msg[i:])
+		if r == utf8.RuneError && size == 1 {
+			return nil, nil, malformed(errMalformedNote)
+		}
+		i += size
+	}
+	if sigPart[len(sigPart)-1] != '\n' {
+		return nil, nil, malformed(errMalformedNote)
+	}
+	var (
+		sigs []note.Signature
+		raw  [][]byte
+		ids  = make([]keyID, 0, 2)
+	)
+	for rest := sigPart; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		line := rest[:i]
+		rest = rest[i+1:]
+		line, ok := bytes.CutPrefix(line, []byte("— "))
+		if !ok {
+			return nil, nil, malformed(errMalformedNote)
+		}
+		name, b64, _ := strings.Cut(string(line), " ")
+		sig, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil || !validKeyName(name) || b64 == "" || len(sig) < 5 || len(sigs) == 100 {
+			return nil, nil, malformed(errMalformedNote)
+		}
+		sigs = append(sigs, note.Signature{Name: name, Hash: binary.BigEndian.Uint32(sig), Base64: b64})
+		raw = append(raw, sig[4:])
+	}
+	// note.Open drops a line identical to an earlier one; the checks below see what it keeps, and
+	// the dropped lines make the note non-canonical.
+	var kept []int
+	for i, s := range sigs {
+		if !slices.Contains(sigs[:i], s) {
+			kept = append(kept, i)
+		}
+	}
+	for _, i := range kept {
+		id := keyID{sigs[i].Name, sigs[i].Hash}
+		if slices.Contains(ids, id) {
+			return nil, nil, malformed("note: key %s+%08x signed twice", sigs[i].Name, sigs[i].Hash)
+		}
+		ids = append(ids, id)
+	}
+	// Go's base64 accepts stray low bits; only the canonical form reads back the same.
+	for _, i := range kept {
+		s := sigs[i]
+		if base64.StdEncoding.EncodedLen(len(raw[i])+4) != len(s.Base64) ||
+			base64.StdEncoding.EncodeToString(append(binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(raw[i])), s.Hash), raw[i]...)) != s.Base64 {
+			return nil, nil, malformed("note: non-canonical base64 in the signature of %s", s.Name)
+		}
+	}
+	if len(kept) != len(sigs) {
+		return nil, nil, malformed("note: signature lines are not in canonical form")
+	}
+	return sigs, raw, nil
+}
+
+// validKeyName is note's rule for key names: not empty, UTF-8, no space, no '+'.
+func validKeyName(name string) bool {
+	return name != "" && utf8.ValidString(name) && strings.IndexFunc(name, unicode.IsSpace) < 0 && !strings.Contains(name, "+")
 }
 
 // SignatureError says why a note's signatures do not stand.
@@ -141,20 +202,36 @@ func (e *SignatureError) Error() string {
 
 // Verify checks that every signer the record needs has a valid signature on n by a key in keys.
 // Extra signatures by unknown keys are ignored; a known key with a bad signature is an error.
+//
+// Verify is what a party runs when it accepts a note during an exchange, and it checks each
+// signature with crypto/ed25519 (the cofactorless equation of RFC 8032 §5.1.7): what a party
+// accepted passes any conforming verifier, cofactored or not. Bundle.Check, the arbiter's
+// check, uses the cofactored equation in batches (see sigBatch).
 func (n *Note) Verify(keys *Keys) error {
-	known, err := note.Open(n.raw, keys)
-	if err != nil {
-		var bad *note.InvalidSignatureError
-		switch {
-		case errors.As(err, &bad):
-			return &SignatureError{n.Record.Type, bad.Name, "invalid signature (the note was changed or signed by another key)"}
-		case errors.As(err, new(*note.UnverifiedNoteError)):
-			return &SignatureError{n.Record.Type, strings.Join(n.Record.SignerNames(), " and "), "no signature by a known key"}
+	return n.check(keys, func(pub ed25519.PublicKey, i int) bool {
+		return ed25519.Verify(pub, n.raw[:n.text], n.sigs[i])
+	})
+}
+
+// check checks n's signatures by the keys in keys, in the order of its lines, as note.Open does:
+// the first signature by a known key that verify refuses fails the note.
+func (n *Note) check(keys *Keys, verify func(pub ed25519.PublicKey, sig int) bool) error {
+	var signed []string
+	for i, s := range n.Sigs {
+		pub, ok := keys.publicKey(s.Name, s.Hash)
+		if !ok {
+			continue
 		}
-		return &SignatureError{n.Record.Type, "?", err.Error()}
+		if !verify(pub, i) {
+			return &SignatureError{n.Record.Type, s.Name, "invalid signature (the note was changed or signed by another key)"}
+		}
+		signed = append(signed, s.Name)
+	}
+	if len(signed) == 0 {
+		return &SignatureError{n.Record.Type, strings.Join(n.Record.SignerNames(), " and "), "no signature by a known key"}
 	}
 	for _, want := range n.Record.SignerNames() {
-		if !slices.ContainsFunc(known.Sigs, func(s note.Signature) bool { return s.Name == want }) {
+		if !slices.Contains(signed, want) {
 			return &SignatureError{n.Record.Type, want, "missing: no signature by a known key of that name"}
 		}
 	}

@@ -2,6 +2,7 @@ package protocol_test
 
 import (
 	"crypto/ed25519"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -60,4 +61,48 @@ func BenchmarkVerifyBundle(b *testing.B) {
 		}
 		b.ReportMetric(float64(sigs), "signatures")
 	})
+}
+
+// BenchmarkVerifyBundles checks an archive of 1,000 distinct six-note bundles (seven signatures
+// each; two agent keys and 1,000 user keys, or 100 users with ten bundles each), as `certmail
+// verify` given many bundles does: one-at-a-time parses, checks and judges each bundle in turn;
+// batch checks them together (CheckBundles) and judges each. bundles/s is the throughput.
+func BenchmarkVerifyBundles(b *testing.B) {
+	for _, users := range []int{1000, 100} {
+		a := newArchive(b, 1000, users)
+		pinned, err := evidence.NewKeys(a.keys[:2]...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("users=%d/one-at-a-time", users), func(b *testing.B) {
+			for b.Loop() {
+				for _, data := range a.files {
+					bu, err := evidence.ParseBundle(data)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if v := protocol.Judge(bu.Check(pinned)); !v.Valid {
+						b.Fatal(v.Text())
+					}
+				}
+			}
+			b.ReportMetric(float64(len(a.files))*float64(b.N)/b.Elapsed().Seconds(), "bundles/s")
+		})
+		b.Run(fmt.Sprintf("users=%d/batch", users), func(b *testing.B) {
+			for b.Loop() {
+				bundles := make([]*evidence.Bundle, len(a.files))
+				for i, data := range a.files {
+					if bundles[i], err = evidence.ParseBundle(data); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for _, c := range evidence.CheckBundles(bundles, pinned) {
+					if v := protocol.Judge(c); !v.Valid {
+						b.Fatal(v.Text())
+					}
+				}
+			}
+			b.ReportMetric(float64(len(a.files))*float64(b.N)/b.Elapsed().Seconds(), "bundles/s")
+		})
+	}
 }
