@@ -48,13 +48,23 @@ type Posting struct {
 // acknowledge (SMTP 250, HTTP 201).
 func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	now := evidence.CanonicalTime(a.now())
-	if err := a.checkSubmission(ctx, &s, now); err != nil {
-		return nil, a.notAccepted(ctx, s, err)
-	}
 	content := evidence.Sum(s.Message)
 	key := submissionKey(s, content)
-	if key != "" {
-		if postings, err := a.resubmitted(ctx, s, key); postings != nil || err != nil {
+	// One snapshot for the sender's account and the items of the same message handed in before.
+	var u store.User
+	var before []store.Item
+	err := a.st.View(ctx, func(tx store.Tx) (err error) {
+		if u, err = tx.User(s.Sender); err != nil || key == "" {
+			return err
+		}
+		before, err = tx.ItemsBySubmission(key)
+		return err
+	})
+	if err := a.checkSubmission(&s, u, err, now); err != nil {
+		return nil, a.notAccepted(ctx, s, err)
+	}
+	if len(before) > 0 {
+		if postings, err := a.resubmitted(ctx, s, before); postings != nil || err != nil {
 			return postings, err
 		}
 	}
@@ -88,9 +98,9 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	return postings, nil
 }
 
-func (a *Agent) checkSubmission(ctx context.Context, s *Submission, now time.Time) error {
-	var u store.User
-	err := a.st.View(ctx, func(tx store.Tx) (err error) { u, err = tx.User(s.Sender); return err })
+// checkSubmission checks s from the sender's account u (or the error reading it), and fills
+// in its defaults.
+func (a *Agent) checkSubmission(s *Submission, u store.User, err error, now time.Time) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return refuse(KindForbidden, "%s has no account at %s", s.Sender, a.Name())
@@ -402,14 +412,12 @@ func submissionKey(s Submission, content evidence.Hash) string {
 	return "msg-" + hex.EncodeToString(h[:16])
 }
 
-// resubmitted answers a submission made before under key with the postings made then (their
-// notes reach the log as every stored note does). It returns nil postings when there was no such
-// submission, or when it named other recipients.
-func (a *Agent) resubmitted(ctx context.Context, s Submission, key string) ([]Posting, error) {
-	var items []store.Item
-	err := a.st.View(ctx, func(tx store.Tx) (err error) { items, err = tx.ItemsBySubmission(key); return err })
-	if err != nil || len(items) != len(s.Recipients) {
-		return nil, err
+// resubmitted answers a submission made before, whose items are items, with the postings made
+// then (their notes reach the log as every stored note does). It returns nil postings when that
+// submission named other recipients.
+func (a *Agent) resubmitted(ctx context.Context, s Submission, items []store.Item) ([]Posting, error) {
+	if len(items) != len(s.Recipients) {
+		return nil, nil
 	}
 	for i, it := range items {
 		if !strings.EqualFold(it.Recipient, s.Recipients[i]) || it.Sender != s.Sender {
@@ -417,7 +425,7 @@ func (a *Agent) resubmitted(ctx context.Context, s Submission, key string) ([]Po
 		}
 	}
 	var postings []Posting
-	err = a.st.View(ctx, func(tx store.Tx) error {
+	err := a.st.View(ctx, func(tx store.Tx) error {
 		for _, it := range items {
 			evs, err := tx.Evidence(it.Label)
 			if err != nil {

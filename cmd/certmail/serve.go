@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -83,8 +84,19 @@ and credential it made.`, stderr)
 }
 
 // serve starts every part of the agent, prints where it is, and runs until ctx ends.
+// gcPercent is the agent's garbage collection target (runtime/debug.SetGCPercent).
+const gcPercent = 400
+
 func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.Logger) error {
 	now := time.Now()
+	if os.Getenv("GOGC") == "" {
+		// The agent's live heap is small (tens of MiB) and it allocates fast (a message, its
+		// mails and evidence a submission): at 400 the collector runs a quarter as often as
+		// at the default 100, which took the agent's CPU per 10 KB message down by an eighth
+		// while its RSS under load stayed the same (BENCHMARKS.md). GOGC in the environment
+		// overrides this.
+		debug.SetGCPercent(gcPercent)
+	}
 	if err := pki.EnsurePrivateDir(cfg.DataDir); err != nil {
 		return err
 	}
