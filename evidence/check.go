@@ -133,6 +133,22 @@ func (b *Bundle) queueSignatures(bundle int, t bundleTrust, sigs *sigBatch) {
 			}
 		}
 	}
+	if b.Checkpoint != nil {
+		// The checkpoint's signatures by the agents' keys, as checkLog will verify them; a
+		// checkpoint that does not open is refused there.
+		_, _, _ = openCheckpoint(b.Checkpoint, agentKeys(t.agents), sigs.queueCheckpoint(b, bundle))
+	}
+}
+
+// agentKeys are the keys of k that are not users': those that may sign the log's checkpoint.
+func agentKeys(k *Keys) []string {
+	var out []string
+	for _, v := range k.list {
+		if !strings.Contains(KeyID(v), "@") {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (b *Bundle) check(pinned *Keys, t bundleTrust, sigs *sigBatch, known keyCache) *Checked {
@@ -193,13 +209,8 @@ func (b *Bundle) check(pinned *Keys, t bundleTrust, sigs *sigBatch, known keyCac
 		}
 		c.OK[i] = true
 	}
-	var agentKeys []string // the log's checkpoint must be signed by an agent, never a user
-	for _, k := range agents.list {
-		if !strings.Contains(KeyID(k), "@") {
-			agentKeys = append(agentKeys, k)
-		}
-	}
-	b.checkLog(agentKeys, c)
+	// The log's checkpoint must be signed by an agent, never a user.
+	b.checkLog(agentKeys(agents), c, sigs.verifyCheckpoint(b))
 	return c
 }
 
