@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"golang.org/x/mod/sumdb/note"
@@ -132,6 +133,34 @@ func FuzzParseNoteAgreesWithOpen(f *testing.F) {
 		}
 		if !slices.Equal(n.Sigs, unverified.Note.UnverifiedSigs) {
 			t.Fatalf("signatures %+v, note.Open reads %+v", n.Sigs, unverified.Note.UnverifiedSigs)
+		}
+	})
+}
+
+// FuzzCheckVerifierKey holds the verifier keys that Keys.Add (and bundles, and KEY records)
+// accept to x/mod's reading: exactly the keys note.NewVerifier reads and
+// note.NewEd25519VerifierKey writes back unchanged.
+func FuzzCheckVerifierKey(f *testing.F) {
+	for _, v := range newFixture(f).vkeys {
+		f.Add(v)
+		name, rest, _ := strings.Cut(v, "+")
+		hash, key, _ := strings.Cut(rest, "+")
+		f.Add(name + "+" + strings.ToUpper(hash) + "+" + key) // x/mod reads it; not canonical
+		f.Add(v + "\n")
+	}
+	f.Add("a+00000000+AQ==")
+	f.Fuzz(func(t *testing.T, s string) {
+		k, _ := evidence.NewKeys()
+		err := k.Add(s)
+		want := false
+		if v, verr := note.NewVerifier(s); verr == nil {
+			if pub, perr := evidence.PublicKey(s); perr == nil && len(pub) == 32 {
+				canon, cerr := note.NewEd25519VerifierKey(v.Name(), pub)
+				want = cerr == nil && canon == s
+			}
+		}
+		if (err == nil) != want {
+			t.Fatalf("Keys.Add(%q) = %v, x/mod accepts it: %v", s, err, want)
 		}
 	})
 }
