@@ -117,19 +117,15 @@ const errMalformedNote = "note: malformed note"
 // most 100), and then certmail's: one signature per key, canonical base64, and lines exactly as
 // note.Sign writes them. FuzzParseNoteAgreesWithOpen holds it to note.Open.
 func parseSignatures(msg, sigPart []byte) ([]note.Signature, [][]byte, error) {
-	for i := 0; i < len(msg); {
-		if c := msg[i]; c < utf8.RuneSelf {
-			if c < 0x20 && c != '\n' {
-				return nil, nil, malformed(errMalformedNote)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(msg[i:])
-		if r == utf8.RuneError && size == 1 {
+	// The control characters are all single bytes, which UTF-8 never uses inside a longer
+	// sequence.
+	if !utf8.Valid(msg) {
+		return nil, nil, malformed(errMalformedNote)
+	}
+	for _, c := range msg {
+		if c < 0x20 && c != '\n' {
 			return nil, nil, malformed(errMalformedNote)
 		}
-		i += size
 	}
 	if sigPart[len(sigPart)-1] != '\n' {
 		return nil, nil, malformed(errMalformedNote)
