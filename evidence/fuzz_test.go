@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -161,6 +162,22 @@ func FuzzCheckVerifierKey(f *testing.F) {
 		}
 		if (err == nil) != want {
 			t.Fatalf("Keys.Add(%q) = %v, x/mod accepts it: %v", s, err, want)
+		}
+	})
+}
+
+// FuzzFormatTime holds FormatTime to time.Format with the layout it stands for.
+func FuzzFormatTime(f *testing.F) {
+	for _, s := range []int64{0, 1767603660, -62135596800, 253402300799, 253402300800, -62135596801} {
+		f.Add(s, int64(0))
+		f.Add(s, int64(120_000_000))
+		f.Add(s, int64(999_999_999))
+	}
+	f.Fuzz(func(t *testing.T, sec, nsec int64) {
+		tm := time.Unix(sec, nsec)
+		want := tm.UTC().Truncate(time.Millisecond).Format("2006-01-02T15:04:05.999Z")
+		if got := evidence.FormatTime(tm); got != want {
+			t.Fatalf("FormatTime(%v) = %q, want %q", tm, got, want)
 		}
 	})
 }
