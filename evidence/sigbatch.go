@@ -110,9 +110,11 @@ type batchKey struct {
 	term  bool          // whether the batch being verified has a term for it yet
 }
 
-func newSigBatch() *sigBatch {
+// newSigBatch returns a batch for the checks of some bundles, sized for seven signatures each.
+func newSigBatch(bundles int) *sigBatch {
 	return &sigBatch{
-		results:   map[sigRef]bool{},
+		entries:   make([]sigEntry, 0, 8*bundles),
+		results:   make(map[sigRef]bool, 8*bundles),
 		cpResults: map[cpRef]bool{},
 		keys:      map[[ed25519.PublicKeySize]byte]*batchKey{},
 		opts:      verifyOptions(),
