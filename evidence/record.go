@@ -379,7 +379,7 @@ func ParseRecord(body []byte) (*Record, error) {
 	r := &Record{Type: Type(t)}
 	rest := lines[2:]
 	for _, e := range s.entries {
-		if len(rest) == 0 || !strings.HasPrefix(rest[0], e.name+" ") {
+		if len(rest) == 0 || !hasField(rest[0], e.name) {
 			if e.optional {
 				continue
 			}
@@ -408,6 +408,11 @@ func ParseRecord(body []byte) (*Record, error) {
 	// (ParseLabel, ParseHash, ParseTime and parseSecret refuse any other spelling; the string
 	// kinds are kept as read). FuzzParseRecord holds ParseRecord to that.
 	return r, nil
+}
+
+// hasField reports whether line is a line of the field name: "name value".
+func hasField(line, name string) bool {
+	return len(line) > len(name) && line[len(name)] == ' ' && line[:len(name)] == name
 }
 
 // SignerNames gives the key names whose signatures a record needs: the agent for agent records,
