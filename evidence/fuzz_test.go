@@ -2,6 +2,7 @@ package evidence_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -49,6 +50,13 @@ func FuzzParseNote(f *testing.F) {
 		body, err := n.Record.Encode()
 		if err != nil || !bytes.HasPrefix(data, body) || !bytes.Equal(data[len(body):len(body)+1], []byte("\n")) {
 			t.Fatalf("note body is not the canonical record: %v", err)
+		}
+		// Each signature is the one base64 encoding of its bytes.
+		for _, s := range n.Sigs {
+			raw, err := base64.StdEncoding.DecodeString(s.Base64)
+			if err != nil || base64.StdEncoding.EncodeToString(raw) != s.Base64 {
+				t.Fatalf("signature of %s: base64 %q is not canonical", s.Name, s.Base64)
+			}
 		}
 	})
 }

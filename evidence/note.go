@@ -166,11 +166,11 @@ func parseSignatures(msg, sigPart []byte) ([]note.Signature, [][]byte, error) {
 		}
 		ids = append(ids, id)
 	}
-	// Go's base64 accepts stray low bits; only the canonical form reads back the same.
+	// Go's base64 skips line ends and accepts stray low bits in the last character; the
+	// canonical form has the encoded length and no stray bits.
 	for _, i := range kept {
 		s := sigs[i]
-		if base64.StdEncoding.EncodedLen(len(raw[i])+4) != len(s.Base64) ||
-			base64.StdEncoding.EncodeToString(append(binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(raw[i])), s.Hash), raw[i]...)) != s.Base64 {
+		if base64.StdEncoding.EncodedLen(len(raw[i])+4) != len(s.Base64) || !noSpareBits(s.Base64, len(raw[i])+4) {
 			return nil, nil, malformed("note: non-canonical base64 in the signature of %s", s.Name)
 		}
 	}
@@ -178,6 +178,23 @@ func parseSignatures(msg, sigPart []byte) ([]note.Signature, [][]byte, error) {
 		return nil, nil, malformed("note: signature lines are not in canonical form")
 	}
 	return sigs, raw, nil
+}
+
+// noSpareBits reports whether the padded base64 text b64 of n bytes leaves the bits of its last
+// character beyond the data at zero, as an encoder writes them (RFC 4648 §3.5).
+func noSpareBits(b64 string, n int) bool {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	var spare uint
+	switch n % 3 {
+	case 0:
+		return true
+	case 1:
+		spare = 4 // "xx==": 12 bits for 8
+	case 2:
+		spare = 2 // "xxx=": 18 bits for 16
+	}
+	v := strings.IndexByte(alphabet, b64[len(b64)-1-int(3-n%3)])
+	return v >= 0 && v&(1<<spare-1) == 0
 }
 
 // validKeyName is note's rule for key names: not empty, UTF-8, no space, no '+'.
