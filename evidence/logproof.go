@@ -97,7 +97,8 @@ func (c *Checkpoint) Tree() tlog.Tree { return tlog.Tree{N: c.Size, Hash: c.Hash
 // and returns it with the name of the agent whose log it is. The checkpoint must carry a valid
 // signature by one of those agents' keys, and its origin must be that agent's log. The signature
 // line may name the agent or the log's origin: the same Ed25519 key either way (tessera names a
-// checkpoint's signature after its origin).
+// checkpoint's signature after its origin). It verifies with crypto/ed25519 (note's verifiers);
+// a bundle check verifies the same signatures in its batch (see sigBatch).
 func OpenCheckpoint(signed []byte, agentKeys []string) (*Checkpoint, string, error) {
 	return openCheckpoint(signed, agentKeys, nil)
 }
