@@ -134,15 +134,13 @@ func (b *Bundle) validate() error {
 	if len(b.Notes) == 0 {
 		return malformed("bundle: no note")
 	}
-	seen := map[Hash]int{}
 	for i, n := range b.Notes {
 		if n == nil || n.raw == nil {
 			return malformed("bundle: note %d is empty", i+1)
 		}
-		if j, dup := seen[n.Leaf()]; dup {
-			return malformed("bundle: note %d repeats note %d", i+1, j+1)
-		}
-		seen[n.Leaf()] = i
+	}
+	if j, i := repeated(b.Notes); i >= 0 {
+		return malformed("bundle: note %d repeats note %d", i+1, j+1)
 	}
 	for i, p := range b.Proofs {
 		if p.Note < 0 || p.Note >= len(b.Notes) || i > 0 && b.Proofs[i-1].Note >= p.Note {
@@ -164,6 +162,31 @@ func (b *Bundle) validate() error {
 		}
 	}
 	return nil
+}
+
+// repeated finds a note that repeats an earlier one, note i repeating note j, or gives i = -1.
+// A bundle has a few notes: comparing their bytes costs less than hashing them, up to a few
+// dozen.
+func repeated(notes []*Note) (j, i int) {
+	if len(notes) <= 32 {
+		for i := range notes {
+			for j := range i {
+				if bytes.Equal(notes[j].raw, notes[i].raw) {
+					return j, i
+				}
+			}
+		}
+		return -1, -1
+	}
+	seen := map[Hash]int{}
+	for i, n := range notes {
+		h := n.Leaf()
+		if j, dup := seen[h]; dup {
+			return j, i
+		}
+		seen[h] = i
+	}
+	return -1, -1
 }
 
 // bundleReader walks the bundle bytes line by line and block by block.

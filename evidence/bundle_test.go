@@ -64,7 +64,8 @@ func TestParseBundleRefusesDamage(t *testing.T) {
 		"empty":            {nil, "truncated"},
 		"keys unsorted":    {swapKeyLines(enc), "not sorted"},
 		"length too large": {bytes.Replace(enc, []byte("note "), []byte("note 9"), 1), "runs past the end"},
-		"note repeated":    {repeatFirstNote(t, f), "repeats note 1"},
+		"note repeated":    {repeatFirstNote(t, sampleBundle(t, f)), "repeats note 1"},
+		"among 47 notes":   {repeatFirstNote(t, manyNotes(t, f, 40)), "note 2 repeats note 1"},
 	}
 	for name, c := range cases {
 		if _, err := evidence.ParseBundle(c.data); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -79,8 +80,18 @@ func swapKeyLines(enc []byte) []byte {
 	return bytes.Join(lines, []byte("\n"))
 }
 
-func repeatFirstNote(t *testing.T, f *fixture) []byte {
+// manyNotes is the sample bundle with extra COP notes, each with its own time.
+func manyNotes(t *testing.T, f *fixture, extra int) *evidence.Bundle {
 	b := sampleBundle(t, f)
+	for i := range extra {
+		r := f.record(evidence.COP)
+		r.Time = f.at(100 + i)
+		b.Notes = append(b.Notes, f.sign(t, r))
+	}
+	return b
+}
+
+func repeatFirstNote(t *testing.T, b *evidence.Bundle) []byte {
 	enc, err := b.Encode()
 	if err != nil {
 		t.Fatal(err)

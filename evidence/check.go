@@ -50,11 +50,16 @@ func (b *Bundle) Check(pinned *Keys) *Checked {
 // it, and the signatures of all are verified in batches, which costs a fraction of verifying
 // them one by one. A forged or damaged signature fails only the note that carries it.
 func CheckBundles(bundles []*Bundle, pinned *Keys) []*Checked {
-	sigs := newSigBatch()
+	sigs := newSigBatch(len(bundles))
 	trusts := make([]bundleTrust, len(bundles))
 	known := keyCache{}
+	var pinnedAgents *Keys // the same for every bundle, and only read
+	if pinned != nil {
+		none, _ := NewKeys()
+		pinnedAgents = none.union(pinned)
+	}
 	for i, b := range bundles {
-		trusts[i] = b.trust(pinned, known)
+		trusts[i] = b.trust(pinned, pinnedAgents, known)
 		b.queueSignatures(i, trusts[i], sigs)
 	}
 	sigs.run()
@@ -94,11 +99,11 @@ func (c keyCache) add(k *Keys, vkey string) {
 	}
 }
 
-func (b *Bundle) trust(pinned *Keys, known keyCache) bundleTrust {
-	agents, _ := NewKeys()
-	if pinned != nil {
-		agents = agents.union(pinned)
-	} else {
+// trust gives the keys b's check may use: pinnedAgents, a copy of pinned, when keys are pinned.
+func (b *Bundle) trust(pinned, pinnedAgents *Keys, known keyCache) bundleTrust {
+	agents := pinnedAgents
+	if pinned == nil {
+		agents, _ = NewKeys()
 		for _, k := range b.Keys {
 			if !strings.Contains(KeyID(k), "@") {
 				known.add(agents, k)
@@ -133,6 +138,22 @@ func (b *Bundle) queueSignatures(bundle int, t bundleTrust, sigs *sigBatch) {
 			}
 		}
 	}
+	if b.Checkpoint != nil {
+		// The checkpoint's signatures by the agents' keys, as checkLog will verify them; a
+		// checkpoint that does not open is refused there.
+		_, _, _ = openCheckpoint(b.Checkpoint, agentKeys(t.agents), sigs.queueCheckpoint(b, bundle))
+	}
+}
+
+// agentKeys are the keys of k that are not users': those that may sign the log's checkpoint.
+func agentKeys(k *Keys) []string {
+	var out []string
+	for _, v := range k.list {
+		if !strings.Contains(KeyID(v), "@") {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (b *Bundle) check(pinned *Keys, t bundleTrust, sigs *sigBatch, known keyCache) *Checked {
@@ -193,13 +214,8 @@ func (b *Bundle) check(pinned *Keys, t bundleTrust, sigs *sigBatch, known keyCac
 		}
 		c.OK[i] = true
 	}
-	var agentKeys []string // the log's checkpoint must be signed by an agent, never a user
-	for _, k := range agents.list {
-		if !strings.Contains(KeyID(k), "@") {
-			agentKeys = append(agentKeys, k)
-		}
-	}
-	b.checkLog(agentKeys, c)
+	// The log's checkpoint must be signed by an agent, never a user.
+	b.checkLog(agentKeys(agents), c, sigs.verifyCheckpoint(b))
 	return c
 }
 

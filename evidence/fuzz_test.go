@@ -2,11 +2,14 @@ package evidence_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -47,6 +50,13 @@ func FuzzParseNote(f *testing.F) {
 		body, err := n.Record.Encode()
 		if err != nil || !bytes.HasPrefix(data, body) || !bytes.Equal(data[len(body):len(body)+1], []byte("\n")) {
 			t.Fatalf("note body is not the canonical record: %v", err)
+		}
+		// Each signature is the one base64 encoding of its bytes.
+		for _, s := range n.Sigs {
+			raw, err := base64.StdEncoding.DecodeString(s.Base64)
+			if err != nil || base64.StdEncoding.EncodeToString(raw) != s.Base64 {
+				t.Fatalf("signature of %s: base64 %q is not canonical", s.Name, s.Base64)
+			}
 		}
 	})
 }
@@ -132,6 +142,50 @@ func FuzzParseNoteAgreesWithOpen(f *testing.F) {
 		}
 		if !slices.Equal(n.Sigs, unverified.Note.UnverifiedSigs) {
 			t.Fatalf("signatures %+v, note.Open reads %+v", n.Sigs, unverified.Note.UnverifiedSigs)
+		}
+	})
+}
+
+// FuzzCheckVerifierKey holds the verifier keys that Keys.Add (and bundles, and KEY records)
+// accept to x/mod's reading: exactly the keys note.NewVerifier reads and
+// note.NewEd25519VerifierKey writes back unchanged.
+func FuzzCheckVerifierKey(f *testing.F) {
+	for _, v := range newFixture(f).vkeys {
+		f.Add(v)
+		name, rest, _ := strings.Cut(v, "+")
+		hash, key, _ := strings.Cut(rest, "+")
+		f.Add(name + "+" + strings.ToUpper(hash) + "+" + key) // x/mod reads it; not canonical
+		f.Add(v + "\n")
+	}
+	f.Add("a+00000000+AQ==")
+	f.Fuzz(func(t *testing.T, s string) {
+		k, _ := evidence.NewKeys()
+		err := k.Add(s)
+		want := false
+		if v, verr := note.NewVerifier(s); verr == nil {
+			if pub, perr := evidence.PublicKey(s); perr == nil && len(pub) == 32 {
+				canon, cerr := note.NewEd25519VerifierKey(v.Name(), pub)
+				want = cerr == nil && canon == s
+			}
+		}
+		if (err == nil) != want {
+			t.Fatalf("Keys.Add(%q) = %v, x/mod accepts it: %v", s, err, want)
+		}
+	})
+}
+
+// FuzzFormatTime holds FormatTime to time.Format with the layout it stands for.
+func FuzzFormatTime(f *testing.F) {
+	for _, s := range []int64{0, 1767603660, -62135596800, 253402300799, 253402300800, -62135596801} {
+		f.Add(s, int64(0))
+		f.Add(s, int64(120_000_000))
+		f.Add(s, int64(999_999_999))
+	}
+	f.Fuzz(func(t *testing.T, sec, nsec int64) {
+		tm := time.Unix(sec, nsec)
+		want := tm.UTC().Truncate(time.Millisecond).Format("2006-01-02T15:04:05.999Z")
+		if got := evidence.FormatTime(tm); got != want {
+			t.Fatalf("FormatTime(%v) = %q, want %q", tm, got, want)
 		}
 	})
 }

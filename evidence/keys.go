@@ -2,7 +2,9 @@ package evidence
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
@@ -12,18 +14,34 @@ import (
 )
 
 // checkVerifierKey accepts a signed-note verifier key "name+hash+base64" for an Ed25519 key, in
-// the canonical form note.NewEd25519VerifierKey writes.
+// the canonical form note.NewEd25519VerifierKey writes: a valid key name, the key hash in eight
+// lower-case hex digits, and the algorithm byte 1 with the 32-byte key in base64. It checks the
+// text in one pass rather than with note.NewVerifier and a re-encoding, which cost three times as
+// much for the four keys of every bundle; FuzzCheckVerifierKey holds it to them.
 func checkVerifierKey(s string) error {
-	v, err := note.NewVerifier(s)
-	if err != nil {
-		return fmt.Errorf("verifier key %q: %v", s, err)
+	name, rest, ok := strings.Cut(s, "+")
+	hash16, key64, ok2 := strings.Cut(rest, "+")
+	if !ok || !ok2 || !validKeyName(name) || len(hash16) != 8 {
+		return fmt.Errorf("verifier key %q: want name+hash+key", s)
 	}
-	pub, err := PublicKey(s)
-	if err != nil {
-		return err
+	// 33 bytes are 44 base64 characters with no padding and no spare bits: a string of that
+	// length that decodes to 33 bytes is their one encoding.
+	var key [1 + ed25519.PublicKeySize]byte
+	if len(key64) != 44 {
+		return fmt.Errorf("verifier key %q: not an Ed25519 key", s)
 	}
-	canon, err := note.NewEd25519VerifierKey(v.Name(), pub)
-	if err != nil || canon != s {
+	if n, err := base64.StdEncoding.Decode(key[:], []byte(key64)); err != nil || n != len(key) || key[0] != 1 {
+		return fmt.Errorf("verifier key %q: not an Ed25519 key", s)
+	}
+	// The key hash of note's Ed25519 keys: the first four bytes of SHA-256(name "\n" key).
+	h := sha256.New()
+	h.Write([]byte(name))
+	h.Write([]byte{'\n'})
+	h.Write(key[:])
+	var sum [sha256.Size]byte
+	var want [8]byte
+	hex.Encode(want[:], h.Sum(sum[:0])[:4])
+	if string(want[:]) != hash16 {
 		return fmt.Errorf("verifier key %q: non-canonical", s)
 	}
 	return nil

@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -96,8 +97,31 @@ func (c *Checkpoint) Tree() tlog.Tree { return tlog.Tree{N: c.Size, Hash: c.Hash
 // and returns it with the name of the agent whose log it is. The checkpoint must carry a valid
 // signature by one of those agents' keys, and its origin must be that agent's log. The signature
 // line may name the agent or the log's origin: the same Ed25519 key either way (tessera names a
-// checkpoint's signature after its origin).
+// checkpoint's signature after its origin). It verifies with crypto/ed25519 (note's verifiers);
+// a bundle check verifies the same signatures in its batch (see sigBatch).
 func OpenCheckpoint(signed []byte, agentKeys []string) (*Checkpoint, string, error) {
+	return openCheckpoint(signed, agentKeys, nil)
+}
+
+// checkpointVerify verifies one signature of a checkpoint by an agent's key pub: sig, the
+// signature line's bytes after the key hash, over msg, the checkpoint's text; when cosig, sig is
+// a cosignature/v1 signature (C2SP tlog-cosignature: an 8-byte time, then the Ed25519 signature
+// of the cosignature/v1 message).
+type checkpointVerify func(pub ed25519.PublicKey, cosig bool, msg, sig []byte) bool
+
+// checkpointVerifier is one of the verifiers OpenCheckpoint accepts, verifying with verify.
+type checkpointVerifier struct {
+	note.Verifier
+	pub    ed25519.PublicKey
+	cosig  bool
+	verify checkpointVerify
+}
+
+func (v checkpointVerifier) Verify(msg, sig []byte) bool { return v.verify(v.pub, v.cosig, msg, sig) }
+
+// openCheckpoint is OpenCheckpoint, with its signatures verified by verify when it is not nil
+// (a bundle check's batch), by the verifiers of note and tlog-cosignature otherwise.
+func openCheckpoint(signed []byte, agentKeys []string, verify checkpointVerify) (*Checkpoint, string, error) {
 	var verifiers []note.Verifier
 	agentOf := map[string]string{} // "name+hash" of each accepted verifier -> agent name
 	cosigID := map[string]bool{}   // which of them are timestamped cosignatures (log time)
@@ -123,6 +147,9 @@ func OpenCheckpoint(signed []byte, agentKeys []string) (*Checkpoint, string, err
 			id := fmt.Sprintf("%s+%08x", w.Name(), w.KeyHash())
 			if _, dup := agentOf[id]; !dup {
 				agentOf[id] = v.Name()
+				if verify != nil {
+					w = checkpointVerifier{w, pub, w == cosig, verify}
+				}
 				verifiers = append(verifiers, w)
 			}
 		}
@@ -239,7 +266,7 @@ func (c *Checkpoint) CheckInclusion(p Proof, leaf Hash) error {
 
 // checkLog checks the bundle's checkpoint with the agents' keys and every note's inclusion
 // proof against it. A failed proof fails its note, as a failed signature does.
-func (b *Bundle) checkLog(agents []string, c *Checked) {
+func (b *Bundle) checkLog(agents []string, c *Checked, verify checkpointVerify) {
 	v := c.Verdict
 	if len(b.Proofs) == 0 {
 		v.Notices = append(v.Notices, "the bundle has no log proofs yet: the notes' publication in the evidence log was not checked")
@@ -247,7 +274,7 @@ func (b *Bundle) checkLog(agents []string, c *Checked) {
 			return
 		}
 	}
-	cp, agent, err := OpenCheckpoint(b.Checkpoint, agents)
+	cp, agent, err := openCheckpoint(b.Checkpoint, agents, verify)
 	if err != nil {
 		v.Fail(0, "", "log checkpoint", "%s", strings.TrimPrefix(err.Error(), "evidence: checkpoint: "))
 		return

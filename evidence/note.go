@@ -117,19 +117,15 @@ const errMalformedNote = "note: malformed note"
 // most 100), and then certmail's: one signature per key, canonical base64, and lines exactly as
 // note.Sign writes them. FuzzParseNoteAgreesWithOpen holds it to note.Open.
 func parseSignatures(msg, sigPart []byte) ([]note.Signature, [][]byte, error) {
-	for i := 0; i < len(msg); {
-		if c := msg[i]; c < utf8.RuneSelf {
-			if c < 0x20 && c != '\n' {
-				return nil, nil, malformed(errMalformedNote)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(msg[i:])
-		if r == utf8.RuneError && size == 1 {
+	// The control characters are all single bytes, which UTF-8 never uses inside a longer
+	// sequence.
+	if !utf8.Valid(msg) {
+		return nil, nil, malformed(errMalformedNote)
+	}
+	for _, c := range msg {
+		if c < 0x20 && c != '\n' {
 			return nil, nil, malformed(errMalformedNote)
 		}
-		i += size
 	}
 	if sigPart[len(sigPart)-1] != '\n' {
 		return nil, nil, malformed(errMalformedNote)
@@ -170,11 +166,11 @@ func parseSignatures(msg, sigPart []byte) ([]note.Signature, [][]byte, error) {
 		}
 		ids = append(ids, id)
 	}
-	// Go's base64 accepts stray low bits; only the canonical form reads back the same.
+	// Go's base64 skips line ends and accepts stray low bits in the last character; the
+	// canonical form has the encoded length and no stray bits.
 	for _, i := range kept {
 		s := sigs[i]
-		if base64.StdEncoding.EncodedLen(len(raw[i])+4) != len(s.Base64) ||
-			base64.StdEncoding.EncodeToString(append(binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(raw[i])), s.Hash), raw[i]...)) != s.Base64 {
+		if base64.StdEncoding.EncodedLen(len(raw[i])+4) != len(s.Base64) || !noSpareBits(s.Base64, len(raw[i])+4) {
 			return nil, nil, malformed("note: non-canonical base64 in the signature of %s", s.Name)
 		}
 	}
@@ -182,6 +178,23 @@ func parseSignatures(msg, sigPart []byte) ([]note.Signature, [][]byte, error) {
 		return nil, nil, malformed("note: signature lines are not in canonical form")
 	}
 	return sigs, raw, nil
+}
+
+// noSpareBits reports whether the padded base64 text b64 of n bytes leaves the bits of its last
+// character beyond the data at zero, as an encoder writes them (RFC 4648 §3.5).
+func noSpareBits(b64 string, n int) bool {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	var spare uint
+	switch n % 3 {
+	case 0:
+		return true
+	case 1:
+		spare = 4 // "xx==": 12 bits for 8
+	case 2:
+		spare = 2 // "xxx=": 18 bits for 16
+	}
+	v := strings.IndexByte(alphabet, b64[len(b64)-1-int(3-n%3)])
+	return v >= 0 && v&(1<<spare-1) == 0
 }
 
 // validKeyName is note's rule for key names: not empty, UTF-8, no space, no '+'.

@@ -94,6 +94,8 @@ func TestParseRecordIsStrict(t *testing.T) {
 		"trailing space":     {strings.Replace(good, "agent p1.example", "agent p1.example ", 1), "agent"},
 		"upper-case hash":    {strings.Replace(good, "sha256:"+evidence.Sum(f.msg).String()[7:], "sha256:"+strings.ToUpper(evidence.Sum(f.msg).String()[7:]), 1), "lower case"},
 		"trailing zero time": {strings.Replace(good, "time 2026-01-05T09:01:00Z", "time 2026-01-05T09:01:00.000Z", 1), "not canonical"},
+		"zero time":          {strings.Replace(good, "time 2026-01-05T09:01:00Z", "time 0001-01-01T00:00:00Z", 1), "zero time"},
+		"empty value":        {strings.Replace(good, "time 2026-01-05T09:01:00Z", "time ", 1), "time"},
 		"local time":         {strings.Replace(good, "time 2026-01-05T09:01:00Z", "time 2026-01-05T10:01:00+01:00", 1), "not canonical"},
 		"lower-case label":   {strings.Replace(good, f.label.String(), strings.ToLower(f.label.String()), 1), "label"},
 		"trailing bytes":     {good + "\n", "unexpected line"},

@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -220,5 +221,55 @@ func TestCheckRefusesAKeySwapped(t *testing.T) {
 	}
 	if got, _ := json.Marshal(failed); string(got) != "[3,2,4,5,6]" {
 		t.Errorf("p2.example's key swapped: failed notes %s, want the KEY record, then 2, 4, 5, 6: %+v", got, c.Verdict.Problems)
+	}
+}
+
+// resignLine is resign for the signature line back lines before the note's last (0: the last).
+func resignLine(back int, change func(sig []byte)) func([]byte) []byte {
+	return func(msg []byte) []byte {
+		lines := strings.SplitAfter(string(msg), "\n")
+		lines = lines[:len(lines)-1] // after the final line end
+		i := len(lines) - 1 - back
+		lines[i] = string(resign(change)([]byte(lines[i])))
+		return []byte(strings.Join(lines, ""))
+	}
+}
+
+// A bundle check verifies the log checkpoint's signature and its agent's cosignature with the
+// notes' signatures, in the batch: a damaged one refuses that bundle's checkpoint only.
+func TestCheckBundlesChecksCheckpointSignatures(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	keys := f.keys(t)
+	var bundles []*evidence.Bundle
+	logTime := f.at(30)
+	for range 30 {
+		b, l := loggedBundle(t, f)
+		b.Checkpoint = cosigned(t, f, l, logTime)
+		bundles = append(bundles, b)
+	}
+	// Lines of the checkpoint: its text, then p1.example/log's signature, then p1.example's
+	// cosignature.
+	const badSig, badCosig, badTime = 7, 19, 23
+	bundles[badSig].Checkpoint = resignLine(1, func(sig []byte) { sig[10] ^= 4 })(bundles[badSig].Checkpoint)
+	bundles[badCosig].Checkpoint = resignLine(0, func(sig []byte) { sig[8+50] ^= 1 })(bundles[badCosig].Checkpoint)
+	// The cosignature's time is signed: a changed time does not verify.
+	bundles[badTime].Checkpoint = resignLine(0, func(sig []byte) { sig[7]++ })(bundles[badTime].Checkpoint)
+	for i, c := range evidence.CheckBundles(bundles, keys) {
+		v := c.Verdict
+		if !bytes.Equal(v.JSON(), bundles[i].Check(keys).Verdict.JSON()) {
+			t.Errorf("bundle %d: verdict in the batch differs from alone", i)
+		}
+		switch i {
+		case badSig, badCosig, badTime:
+			if v.Valid || len(v.Problems) != 1 || v.Problems[0].Check != "log checkpoint" ||
+				!strings.Contains(v.Problems[0].Reason, "invalid signature") || c.LogTime != (time.Time{}) {
+				t.Errorf("bundle %d, damaged checkpoint: %+v, log time %v", i, v.Problems, c.LogTime)
+			}
+		default:
+			if !v.Valid || len(v.Problems) != 0 || !c.LogTime.Equal(logTime) {
+				t.Errorf("bundle %d: %+v, log time %v", i, v.Problems, c.LogTime)
+			}
+		}
 	}
 }
