@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -277,7 +278,15 @@ func (a *Agent) preparePost(s Submission, rcpt string, content evidence.Hash, pw
 	if err != nil {
 		return nil, err
 	}
-	p.mails = append(p.mails, a.outbound(l, string(ReceiptPosting), it.Sender, rdata, now))
+	receipt := a.outbound(l, string(ReceiptPosting), it.Sender, rdata, now)
+	if it.Receipt == "full" {
+		// The full receipt carries M verbatim: the store keeps it without, and puts M back
+		// from the stored body when it is sent.
+		if at := bytes.Index(rdata, s.Message); at >= 0 {
+			receipt.Message, receipt.MessageAt = content, at
+		}
+	}
+	p.mails = append(p.mails, receipt)
 	return p, nil
 }
 

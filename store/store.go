@@ -57,7 +57,8 @@ type Tx interface {
 	ItemsBySubmission(submission string) ([]Item, error)
 
 	// PutMessage stores a message body under its SHA-256 h, in the step that makes its items
-	// exist, so that one commit makes both durable. Storing the same bytes again is a no-op.
+	// exist, so that one commit makes both durable. Storing the same bytes again is a no-op. h
+	// must be data's hash: bytes stored under another name are found by Message (ErrCorrupt).
 	PutMessage(h evidence.Hash, data []byte) error
 	// Message returns the body stored under h: ErrNotFound when there is none, ErrCorrupt when
 	// what is stored does not hash to h.
@@ -203,6 +204,11 @@ type Outbound struct {
 	From        string         // envelope sender
 	To          string         // envelope recipient
 	Data        []byte         // the whole RFC 5322 message
+	// Message, when set, names a stored message body (Tx.PutMessage) that Data carries
+	// verbatim at byte MessageAt, as a full receipt does: the store keeps Data without it and
+	// puts it back when the mail is read, so that the body is not written twice.
+	Message     evidence.Hash
+	MessageAt   int
 	State       OutboundState
 	Attempts    int
 	NextAttempt time.Time

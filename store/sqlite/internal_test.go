@@ -239,7 +239,7 @@ func TestOpen(t *testing.T) {
 	if err := s.w.QueryRow("SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&versions, &latest); err != nil {
 		t.Fatal(err)
 	}
-	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 7 {
+	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 8 {
 		t.Errorf("schema_migrations: %d rows, latest %d; want %d", versions, latest, SchemaVersion())
 	}
 	if err := s.View(t.Context(), func(tx store.Tx) error { _, err := tx.Item(it.Label); return err }); err != nil {

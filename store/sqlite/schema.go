@@ -14,7 +14,7 @@ import (
 // PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
 // Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
 // sorts before every real time, so a zero NextAttempt is due at once.
-var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7}
+var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8}
 
 var schemaV1 = []string{
 	`CREATE TABLE users (
@@ -140,6 +140,13 @@ var schemaV7 = []string{
 		data BLOB NOT NULL,
 		CONSTRAINT messages_pkey PRIMARY KEY (hash)
 	)`,
+}
+
+// schemaV8 lets an outbound mail that carries a stored message body verbatim (a full receipt)
+// be kept without it: the body is put back, from messages, when the mail is read.
+var schemaV8 = []string{
+	`ALTER TABLE outbound_data ADD COLUMN message TEXT`,
+	`ALTER TABLE outbound_data ADD COLUMN message_at BIGINT NOT NULL DEFAULT 0`,
 }
 
 // SchemaVersion is the schema version this code writes.

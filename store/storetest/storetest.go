@@ -69,6 +69,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ErrorRollsBack", testErrorRollsBack},
 		{"PanicRollsBack", testPanicRollsBack},
 		{"Messages", testMessages},
+		{"OutboundCarryingAMessage", testOutboundCarryingAMessage},
 		{"Evidence", testEvidence},
 		{"EvidenceLog", testEvidenceLog},
 		{"Published", testPublished},
@@ -168,7 +169,7 @@ func labels(items []store.Item) []evidence.Label {
 }
 
 // testMessages: a body is stored with its items' step, read back whole, stored once however
-// often it is put, refused under a name it does not hash to, and rolled back with its step.
+// often it is put, found corrupt under a name it does not hash to, and rolled back with its step.
 func testMessages(t *testing.T, s store.Store, f *Fixture) {
 	big := make([]byte, 1<<20+17)
 	for i := range big {
@@ -199,13 +200,15 @@ func testMessages(t *testing.T, s store.Store, f *Fixture) {
 		wantErr(t, "Message never put", err, store.ErrNotFound)
 		return nil
 	})
-	other := []byte("another body")
-	err := s.Update(t.Context(), func(tx store.Tx) error { return tx.PutMessage(evidence.Sum(bodies[0]), other) })
-	if err == nil {
-		t.Error("PutMessage under the hash of other bytes: no error")
-	}
+	misnamed := evidence.Sum([]byte("the name of other bytes"))
+	update(t, s, func(tx store.Tx) error { return tx.PutMessage(misnamed, []byte("another body")) })
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.Message(misnamed)
+		wantErr(t, "Message stored under the hash of other bytes", err, store.ErrCorrupt)
+		return nil
+	})
 	rolled := []byte("stored by a step that failed")
-	err = s.Update(t.Context(), func(tx store.Tx) error {
+	err := s.Update(t.Context(), func(tx store.Tx) error {
 		if err := tx.PutMessage(evidence.Sum(rolled), rolled); err != nil {
 			return err
 		}
@@ -217,6 +220,74 @@ func testMessages(t *testing.T, s store.Store, f *Fixture) {
 		wantErr(t, "Message of a failed step", err, store.ErrNotFound)
 		return nil
 	})
+}
+
+// testOutboundCarryingAMessage: a mail that carries a stored body verbatim (a full receipt) is
+// read back byte for byte, by DueOutbound and OutboundFor, whatever its place in the mail; one
+// whose body is not stored, or lies outside the mail, is refused.
+func testOutboundCarryingAMessage(t *testing.T, s store.Store, f *Fixture) {
+	body := []byte("From: a@a.example\r\nSubject: the lease\r\n\r\nSigned copy attached.\r\n")
+	h := evidence.Sum(body)
+	var wants [][]byte
+	var ls []evidence.Label
+	for i, at := range []int{0, 7, -1} { // the body first, inside, last
+		head, tail := []byte("Subject: your receipt\r\n\r\n--b\r\n"), []byte("\r\n--b--\r\n")
+		switch at {
+		case 0:
+			head = nil
+		case -1:
+			tail, at = nil, len(head)
+		default:
+			at = len(head)
+		}
+		data := append(append(append([]byte{}, head...), body...), tail...)
+		wants = append(wants, data)
+		it := f.Item(newLabel(t, f), f.T0)
+		ls = append(ls, it.Label)
+		update(t, s, func(tx store.Tx) error {
+			if err := tx.PutMessage(h, body); err != nil {
+				return err
+			}
+			if err := tx.InsertItem(it); err != nil {
+				return err
+			}
+			_, err := tx.Enqueue(store.Outbound{Label: it.Label, Kind: "posting-receipt", From: "certmail@p.example",
+				To: Sender, Data: data, Message: h, MessageAt: at, NextAttempt: f.T0.Add(time.Duration(i) * time.Second), Created: f.T0, Updated: f.T0})
+			return err
+		})
+	}
+	view(t, s, func(tx store.Tx) error {
+		due, err := tx.DueOutbound(f.T0.Add(time.Hour), 0)
+		if err != nil {
+			return err
+		}
+		if len(due) != len(wants) {
+			t.Fatalf("%d due, want %d", len(due), len(wants))
+		}
+		for i, m := range due {
+			if !bytes.Equal(m.Data, wants[i]) {
+				t.Errorf("DueOutbound mail %d:\n%q\nwant\n%q", i, m.Data, wants[i])
+			}
+			got, err := tx.OutboundFor(ls[i])
+			if err != nil {
+				return err
+			}
+			if len(got) != 1 || !bytes.Equal(got[0].Data, wants[i]) {
+				t.Errorf("OutboundFor mail %d: %d mails", i, len(got))
+			}
+		}
+		return nil
+	})
+	never := evidence.Sum([]byte("never stored"))
+	for _, m := range []store.Outbound{
+		{Kind: "posting-receipt", To: Sender, Data: wants[0], Message: never},
+		{Kind: "posting-receipt", To: Sender, Data: wants[0], Message: h, MessageAt: len(wants[0]) - 3},
+	} {
+		err := s.Update(t.Context(), func(tx store.Tx) error { _, err := tx.Enqueue(m); return err })
+		if err == nil {
+			t.Errorf("Enqueue of a mail carrying %s at %d: no error", m.Message, m.MessageAt)
+		}
+	}
 }
 
 func testUsers(t *testing.T, s store.Store, f *Fixture) {
