@@ -198,12 +198,12 @@ const (
 
 // Outbound is one mail in the durable outbound queue.
 type Outbound struct {
-	ID          int64
-	Label       evidence.Label // zero when the mail concerns no item
-	Kind        string         // notification, posting-receipt, delivery-receipt, warning, non-delivery…
-	From        string         // envelope sender
-	To          string         // envelope recipient
-	Data        []byte         // the whole RFC 5322 message
+	ID    int64
+	Label evidence.Label // zero when the mail concerns no item
+	Kind  string         // notification, posting-receipt, delivery-receipt, warning, non-delivery…
+	From  string         // envelope sender
+	To    string         // envelope recipient
+	Data  []byte         // the whole RFC 5322 message
 	// Message, when set, names a stored message body (Tx.PutMessage) that Data carries
 	// verbatim at byte MessageAt, as a full receipt does: the store keeps Data without it and
 	// puts it back when the mail is read, so that the body is not written twice.
