@@ -30,8 +30,9 @@ var _ Log = (*evlog.Log)(nil)
 // notes at once. The step is acknowledged once it is committed: the store holds its notes
 // durably, and a note a crash keeps out of the log is appended at the next start (RecoverLog),
 // so the log's writes need not be on the way to the acknowledgement nor as small as the store's
-// commit groups (BENCHMARKS.md, "what the log costs"). While the log refuses appends, steps are
-// refused before they store anything: the backlog of unlogged notes stays that of one moment.
+// commit groups (BENCHMARKS.md, "Evidence log: appends and integration"). While the log refuses
+// appends, steps are refused before they store anything: the backlog of unlogged notes stays
+// that of one moment.
 func (a *Agent) update(ctx context.Context, fn func(store.Tx) error) error {
 	if err := a.pub.failing(); err != nil {
 		return &Error{Kind: KindUnavailable, Message: fmt.Sprintf("the evidence log is failing, try again later: %v", err)}
