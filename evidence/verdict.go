@@ -63,6 +63,17 @@ type Problem struct {
 	Reason string `json:"reason"`
 }
 
+// Where names the place of the problem for people: "bundle", or "note N TYPE".
+func (p Problem) Where() string {
+	if p.Note <= 0 {
+		return "bundle"
+	}
+	if p.Type == "" {
+		return fmt.Sprintf("note %d", p.Note)
+	}
+	return fmt.Sprintf("note %d %s", p.Note, p.Type)
+}
+
 // Fail records a problem and marks the verdict invalid.
 func (v *Verdict) Fail(note int, t Type, check, format string, args ...any) {
 	v.Valid = false
@@ -119,14 +130,7 @@ func (v *Verdict) Text() string {
 	if len(v.Problems) > 0 {
 		b.WriteString("\nproblems:\n")
 		for _, p := range v.Problems {
-			where := "bundle"
-			if p.Note > 0 {
-				where = fmt.Sprintf("note %d", p.Note)
-				if p.Type != "" {
-					where += " " + string(p.Type)
-				}
-			}
-			fmt.Fprintf(&b, "  %s: %s check failed: %s\n", where, p.Check, p.Reason)
+			fmt.Fprintf(&b, "  %s: %s check failed: %s\n", p.Where(), p.Check, p.Reason)
 		}
 	}
 	if len(v.Notices) > 0 {

@@ -209,14 +209,7 @@ func verifyMany(files []string, pinned *evidence.Keys, now time.Time, asJSON boo
 			}
 			fmt.Fprintf(w, "%s: %s: %s\n", chunk[i], status, v.Summary)
 			for _, p := range v.Problems {
-				where := "bundle"
-				if p.Note > 0 {
-					where = fmt.Sprintf("note %d", p.Note)
-					if p.Type != "" {
-						where += " " + string(p.Type)
-					}
-				}
-				fmt.Fprintf(w, "  %s: %s check failed: %s\n", where, p.Check, p.Reason)
+				fmt.Fprintf(w, "  %s: %s check failed: %s\n", p.Where(), p.Check, p.Reason)
 			}
 		}
 	}
