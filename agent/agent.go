@@ -4,9 +4,10 @@
 // moves its timers and queues the mails it owes, all at once or not at all (DESIGN.md §2, §6).
 //
 // This file and its siblings hold the agent as one party, P1 = Pn, of the CEM family
-// (PROTOCOLS.md §1, n = 1). The agent never acknowledges a step before Store.Update has returned
-// and, when it has an evidence log, before the step's notes are durably sequenced in it (log.go);
-// it never sends mail itself: it queues it, and package mailout delivers the queue.
+// (PROTOCOLS.md §1, n = 1). The agent never acknowledges a step before Store.Update has returned;
+// when it has an evidence log, the step's notes are appended to it shortly after, and at the next
+// start if a crash came first (log.go). It never sends mail itself: it queues it, and package
+// mailout delivers the queue.
 package agent
 
 import (
@@ -38,8 +39,8 @@ type Settings struct {
 	// Queued, when set, is called after a step that queued mail has committed, so the outbound
 	// queue can send at once rather than at its next poll.
 	Queued func()
-	// Log, when set, is the public evidence log: a step returns only once the notes it stored
-	// are durably sequenced in it, and bundles carry inclusion proofs (log.go).
+	// Log, when set, is the public evidence log: the notes a step stored are appended to it
+	// within 50 ms of its commit, and bundles carry inclusion proofs (log.go).
 	Log Log
 	// Logger gets what the agent cannot report to a caller; nil discards.
 	Logger *slog.Logger

@@ -9,8 +9,9 @@
 // rewrite or back-date what it published.
 //
 // Two moments are distinct: Append returns once its entries are durably sequenced (in the tree
-// on disk, surviving any crash), which is what an agent step waits for; a checkpoint that commits
-// to them is published a little later, and only then can Prove give their inclusion proofs.
+// on disk, surviving any crash), which is what the agent's publisher waits for; a checkpoint
+// that commits to them is published a little later, and only then can Prove give their
+// inclusion proofs.
 //
 // The package logs what it is given and decides nothing: which notes are logged, and the
 // bookkeeping of which are, is the agent's. It must never put anything but leaf hashes in the log.
