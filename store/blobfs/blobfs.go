@@ -1,5 +1,7 @@
 // Package blobfs is the filesystem store.Blobs: message bodies as content-addressed files,
-// dir/sha256/ab/cdef… named by the SHA-256 of their bytes (DESIGN.md §6).
+// dir/sha256/ab/cdef… named by the SHA-256 of their bytes (DESIGN.md §6). The agent now keeps
+// bodies in its database (store.Tx.PutMessage); a data directory of an earlier version keeps
+// them here, and the agent reads them from here.
 //
 // Put returns only once the blob is durable: it writes a temporary file in the blob's directory,
 // syncs it, renames it into place and syncs the directory. A crash leaves either the whole blob
