@@ -209,6 +209,9 @@ func firstFailure(v *evidence.Verdict) string {
 // hops so far, and M; the agent checks them as an arbiter would, takes the item with its own
 // ACK, and relays it onward or notifies the recipient.
 func (a *Agent) takeRelay(ctx context.Context, m *relay.Mail) error {
+	if err := a.takingNew(); err != nil {
+		return err
+	}
 	e, now := m.Envelope, evidence.CanonicalTime(a.now())
 	copN := m.Notes[0]
 	cop := copN.Record

@@ -30,13 +30,8 @@ var _ Log = (*evlog.Log)(nil)
 // notes at once. The step is acknowledged once it is committed: the store holds its notes
 // durably, and a note a crash keeps out of the log is appended at the next start (RecoverLog),
 // so the log's writes need not be on the way to the acknowledgement nor as small as the store's
-// commit groups (BENCHMARKS.md, "Evidence log: appends and integration"). While the log refuses
-// appends, steps are refused before they store anything: the backlog of unlogged notes stays
-// that of one moment.
+// commit groups (BENCHMARKS.md, "Evidence log: appends and integration").
 func (a *Agent) update(ctx context.Context, fn func(store.Tx) error) error {
-	if err := a.pub.failing(); err != nil {
-		return &Error{Kind: KindUnavailable, Message: fmt.Sprintf("the evidence log is failing, try again later: %v", err)}
-	}
 	var added []store.Evidence
 	err := a.st.Update(ctx, func(tx store.Tx) error {
 		added = added[:0]
@@ -61,6 +56,18 @@ func (t loggedTx) AddEvidence(l evidence.Label, n *evidence.Note) (store.Evidenc
 		*t.added = append(*t.added, e)
 	}
 	return e, err
+}
+
+// takingNew refuses new items (a submission, a relay) while the evidence log refuses appends,
+// before anything is stored, so that the notes waiting for the log are those of the items
+// already taken. Steps of those items go on — a delivery recorded, a deadline, an acceptance —
+// and their notes wait with the others: refusing them would only make the queue deliver a
+// notification again, or a deadline fire late.
+func (a *Agent) takingNew() error {
+	if err := a.pub.failing(); err != nil {
+		return &Error{Kind: KindUnavailable, Message: fmt.Sprintf("the evidence log is failing, try again later: %v", err)}
+	}
+	return nil
 }
 
 // LogAppended is how many notes this process has appended to the evidence log, for /metrics.
@@ -168,7 +175,7 @@ func (p *publisher) run(idle chan struct{}) {
 			p.pending = append(batch, p.pending...)
 			p.stop(idle)
 			p.mu.Unlock()
-			p.a.logger().Error("agent: appending to the evidence log failed; steps are refused until it works again",
+			p.a.logger().Error("agent: appending to the evidence log failed; new messages are refused until it works again",
 				"notes", len(batch), "err", err)
 			time.AfterFunc(publishRetry, p.retry)
 			return

@@ -334,8 +334,10 @@ func untilAccepted(t *testing.T, a *agent.Agent, s agent.Submission) []agent.Pos
 }
 
 // TestStepsWaitForAFailingLog: a step is acknowledged once it is stored; when the log then
-// refuses its notes, they stay queued and the next steps are refused (unavailable) before they
-// store anything, until the log works again and every note reaches it once.
+// refuses its notes, they stay queued, new messages are refused (unavailable) before anything
+// is stored, while the steps of the items already taken go on (the notification is recorded
+// sent, its NTF signed and queued for the log), until the log works again and every note
+// reaches it once.
 func TestStepsWaitForAFailingLog(t *testing.T) {
 	w := newWorld(t)
 	l := w.openFailingLog(t)
@@ -354,11 +356,16 @@ func TestStepsWaitForAFailingLog(t *testing.T) {
 	if err := w.st.View(t.Context(), func(tx store.Tx) (err error) { items, err = tx.ItemsBySender(alice, 10, 0); return err }); err != nil || len(items) != 1 {
 		t.Fatalf("items after the refusal: %d, %v; want only the first", len(items), err)
 	}
+	w.deliverQueue(t) // the first item's notification and receipt go out while the log fails
+	var it store.Item
+	if err := w.st.View(t.Context(), func(tx store.Tx) (err error) { it, err = tx.Item(first[0].Label); return err }); err != nil || it.State != store.StateNotified {
+		t.Fatalf("the first item after its notification went out: %s, %v; want notified", it.State, err)
+	}
 	l.fail.Store(false)
 	second := untilAccepted(t, w.a, agent.Submission{Sender: alice, Recipients: []string{"carol@c.example"}, Message: msg})
 	notes := w.notes(t, first[0].Label, second[0].Label)
-	if len(notes) != 2 {
-		t.Errorf("%d notes, want the two COPs", len(notes))
+	if len(notes) != 3 {
+		t.Errorf("%d notes, want the two COPs and the NTF", len(notes))
 	}
 	sameAsLog(t, l.Log, notes)
 }

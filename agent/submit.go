@@ -69,6 +69,9 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 			return postings, err
 		}
 	}
+	if err := a.takingNew(); err != nil {
+		return nil, err
+	}
 	posts, err := a.preparePosts(s, content, key, now)
 	if err != nil {
 		var e *Error
