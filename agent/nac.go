@@ -33,7 +33,7 @@ func (a *Agent) NotAccept(ctx context.Context, r Refusal) (*evidence.Note, error
 	if !r.Protocol.IsCEM() {
 		r.Protocol = evidence.CEMIP
 	}
-	l, err := evidence.NewLabel(a.rand)
+	l, err := evidence.NewLabelAt(a.rand, now)
 	if err != nil {
 		return nil, err
 	}

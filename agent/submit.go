@@ -180,7 +180,7 @@ func (a *Agent) preparePosts(s Submission, content evidence.Hash, key string, no
 		}
 	}
 	if key == "" {
-		submission, err := evidence.NewLabel(a.rand)
+		submission, err := evidence.NewLabelAt(a.rand, now)
 		if err != nil {
 			return nil, err
 		}
@@ -228,7 +228,7 @@ func (p *posting) write(tx store.Tx) error {
 // preparePost makes one recipient's item, signs its COP (seed 001 §4.3 steps 1–2) and composes
 // its notification and posting receipt, ready to be written.
 func (a *Agent) preparePost(s Submission, rcpt string, content evidence.Hash, pwHash, submission string, now time.Time) (*posting, error) {
-	l, err := evidence.NewLabel(a.rand)
+	l, err := evidence.NewLabelAt(a.rand, now)
 	if err != nil {
 		return nil, err
 	}

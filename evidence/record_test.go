@@ -144,3 +144,40 @@ func TestTimesAndLabelsAreCanonical(t *testing.T) {
 		}
 	}
 }
+
+// Labels made one after another sort in the order they were made, as text (the form the store
+// indexes) as well as bytes; labels made in the same millisecond differ; each is a label like
+// any other.
+func TestLabelsAtSortByTime(t *testing.T) {
+	r := seeded(11)
+	t0 := time.Date(2026, 11, 24, 4, 0, 0, 0, time.UTC)
+	var prev evidence.Label
+	seen := map[evidence.Label]bool{}
+	for i := range 2000 {
+		at := t0.Add(time.Duration(i/4) * time.Millisecond) // four labels a millisecond
+		l, err := evidence.NewLabelAt(r, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[l] {
+			t.Fatalf("label %s made twice", l)
+		}
+		seen[l] = true
+		if got, err := evidence.ParseLabel(l.String()); err != nil || got != l {
+			t.Fatalf("label round trip: %v %v", got, err)
+		}
+		if i%4 == 0 && i > 0 && prev.String() >= l.String() {
+			t.Fatalf("label %s of %s sorts before %s of the millisecond before", l, at, prev)
+		}
+		prev = l
+	}
+	// The time is not read back, but the first 48 bits are its milliseconds.
+	l, _ := evidence.NewLabelAt(r, t0)
+	var ms uint64
+	for _, b := range l[:6] {
+		ms = ms<<8 | uint64(b)
+	}
+	if ms != uint64(t0.UnixMilli()) {
+		t.Fatalf("label %s starts with %d, want %d", l, ms, t0.UnixMilli())
+	}
+}
