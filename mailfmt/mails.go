@@ -103,11 +103,7 @@ func Notification(n Notice) ([]byte, error) {
 	}
 	d.para("If nothing is done by the deadline, the sender is told that the message was not delivered. This notice never asks for the password of your mailbox; if you did not expect mail from %s, make sure the link leads where you expect before you enter anything.", n.Sender)
 
-	html, err := d.html()
-	if err != nil {
-		return fail("%v", err)
-	}
-	body := &part{kind: "alternative", parts: []*part{textPart("plain", d.text()), textPart("html", html)}}
+	body := &part{kind: "alternative", parts: []*part{textPart("plain", d.text()), textPart("html", d.html())}}
 	subject := "Certified mail from " + n.Sender + " is waiting for you"
 	if n.Protocol == evidence.CEM {
 		mp, err := messagePart(n.Message)
