@@ -11,7 +11,7 @@ import (
 
 // benchSubmission is a submission like those the agent certifies: about 10 KB, a UTF-8 text
 // of some paragraphs and a base64 attachment, a password with a hint.
-func benchSubmission(b *testing.B) *mailfmt.Submission {
+func benchSubmission(b testing.TB) *mailfmt.Submission {
 	b.Helper()
 	para := "Gentile Bob, in allegato trovi l’offerta per la fornitura concordata: prezzi, tempi di consegna e condizioni di pagamento. " +
 		"Ti chiedo di confermare entro venerdì, così possiamo pianificare la produzione del trimestre.\r\n\r\n"
