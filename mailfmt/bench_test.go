@@ -9,9 +9,9 @@ import (
 	"certmail/mailfmt"
 )
 
-// benchSubmission is a submission like those the agent certifies: about 10 KB, a UTF-8 text
+// richSubmission is a submission like those the agent certifies: about 10 KB, a UTF-8 text
 // of some paragraphs and a base64 attachment, a password with a hint.
-func benchSubmission(b testing.TB) *mailfmt.Submission {
+func richSubmission(b testing.TB) *mailfmt.Submission {
 	b.Helper()
 	para := "Gentile Bob, in allegato trovi l’offerta per la fornitura concordata: prezzi, tempi di consegna e condizioni di pagamento. " +
 		"Ti chiedo di confermare entro venerdì, così possiamo pianificare la produzione del trimestre.\r\n\r\n"
@@ -54,13 +54,13 @@ func benchSubmission(b testing.TB) *mailfmt.Submission {
 		b.Fatal(err)
 	}
 	if n := len(s.Message); n < 9000 || n > 11000 {
-		b.Fatalf("the benchmark message is %d bytes, want about 10 KB", n)
+		b.Fatalf("the rich message is %d bytes, want about 10 KB", n)
 	}
 	return s
 }
 
 func BenchmarkNotification(b *testing.B) {
-	s := benchSubmission(b)
+	s := richSubmission(b)
 	w := newWorld(b, s.Message)
 	for _, p := range []evidence.Protocol{evidence.CEMIP, evidence.CEM} {
 		n := notice(w, p)
@@ -77,7 +77,7 @@ func BenchmarkNotification(b *testing.B) {
 }
 
 func BenchmarkPostingReceipt(b *testing.B) {
-	s := benchSubmission(b)
+	s := richSubmission(b)
 	w := newWorld(b, s.Message)
 	cop := w.note(b, evidence.COP)
 	ev := mailfmt.Evidence{Notes: []*evidence.Note{cop}, Bundle: w.bundle(b, cop)}

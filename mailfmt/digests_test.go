@@ -21,7 +21,7 @@ import (
 // non-ASCII and encoded-looking subjects, a display name, HTML in a hint), by name.
 func composedMails(t *testing.T) map[string][]byte {
 	t.Helper()
-	rich := benchSubmission(t)
+	rich := richSubmission(t)
 	multi := parse(t, readFiles(t, "testdata/submissions/*.eml")["multipart.eml"])
 	out := map[string][]byte{}
 	add := func(name string, raw []byte, err error) {
