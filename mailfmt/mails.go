@@ -3,6 +3,7 @@ package mailfmt
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -75,18 +76,18 @@ func Notification(n Notice) ([]byte, error) {
 		return fail("protocol %q is not of the CEM family", n.Protocol)
 	}
 
-	var d doc
+	d := newDoc()
 	hint := clip(oneLine(n.PasswordHint), maxHintRunes)
 	if n.Protocol == evidence.CEM {
 		d.Title = "Certified mail for you"
-		d.para("%s has sent you the attached certified message through %s. Please confirm on the page below that you received it: your confirmation is signed evidence of delivery for the sender.", n.Sender, n.Domain)
+		d.para(n.Sender + " has sent you the attached certified message through " + n.Domain + ". Please confirm on the page below that you received it: your confirmation is signed evidence of delivery for the sender.")
 		d.facts(fact{"From", n.Sender}, fact{"Label", n.Label.String()}, fact{"Content (SHA-256)", n.Content.String()},
 			fact{"Confirm by", showTime(n.Deadline)})
 		d.para("Confirm receipt here:")
 		d.link(n.PickupURL)
 	} else {
 		d.Title = "Certified mail is waiting for you"
-		d.para("%s has sent you certified mail through %s. The message itself is not in this e-mail. It will be released to you only after you accept it on the pickup page, and your acceptance is recorded as signed evidence for the sender.", n.Sender, n.Domain)
+		d.para(n.Sender + " has sent you certified mail through " + n.Domain + ". The message itself is not in this e-mail. It will be released to you only after you accept it on the pickup page, and your acceptance is recorded as signed evidence for the sender.")
 		d.facts(fact{"From", n.Sender}, fact{"Label", n.Label.String()}, fact{"Commitment H(L,M)", commitment(n.Commitment)},
 			fact{"Accept by", showTime(n.Deadline)})
 		d.para("Pick it up here:")
@@ -95,19 +96,15 @@ func Notification(n Notice) ([]byte, error) {
 	if n.Password {
 		d.para("The sender protected this message with a password, which you will need on the pickup page.")
 		if hint != "" {
-			d.para("The sender's hint for the password: “%s”", hint)
+			d.para("The sender's hint for the password: “" + hint + "”")
 		}
 	}
 	if n.Protocol == evidence.CEMIP {
 		d.para("Once you have the message, check it: the SHA-256 of the label, a line feed and the message's exact bytes must equal the commitment above (certmail pickup does this for you). If it does not, do not rely on the message; fetch it again or tell the sender.")
 	}
-	d.para("If nothing is done by the deadline, the sender is told that the message was not delivered. This notice never asks for the password of your mailbox; if you did not expect mail from %s, make sure the link leads where you expect before you enter anything.", n.Sender)
+	d.para("If nothing is done by the deadline, the sender is told that the message was not delivered. This notice never asks for the password of your mailbox; if you did not expect mail from " + n.Sender + ", make sure the link leads where you expect before you enter anything.")
 
-	html, err := d.html()
-	if err != nil {
-		return fail("%v", err)
-	}
-	body := &part{kind: "alternative", parts: []*part{textPart("plain", d.text()), textPart("html", html)}}
+	body := &part{kind: "alternative", parts: []*part{textPart(plainUTF8, d.text()), textPart(htmlUTF8, d.html())}}
 	subject := "Certified mail from " + n.Sender + " is waiting for you"
 	if n.Protocol == evidence.CEM {
 		mp, err := messagePart(n.Message)
@@ -175,7 +172,7 @@ func PostingReceipt(r Receipt) ([]byte, error) {
 	}
 	d := &l.doc
 	d.Title = "Accepted for certified delivery"
-	d.para("Your message to %s was accepted for certified delivery by %s.", r.Recipient, r.Domain)
+	d.para("Your message to " + r.Recipient + " was accepted for certified delivery by " + r.Domain + ".")
 	d.facts(l.baseFacts(fact{"Accepted", showTime(r.Accepted)}, fact{"Deadline", showTime(r.Deadline)}, fact{"Receipt form", string(r.Form)})...)
 	if err := l.form(r.Form, r.Message, r.Attachments); err != nil {
 		return nil, err
@@ -224,7 +221,7 @@ func DeliveryReceipt(r Delivery) ([]byte, error) {
 	}
 	d := &l.doc
 	d.Title = "Delivered"
-	d.para("Your certified message was delivered: %s accepted it.", r.Recipient)
+	d.para("Your certified message was delivered: " + r.Recipient + " accepted it.")
 	d.facts(l.baseFacts(fact{"Accepted by recipient", showTime(r.Delivered)},
 		fact{"Authenticated by", oneLine(r.Method)}, fact{"Client address", oneLine(r.Client)},
 		fact{"Acceptance", attest}, fact{"Receipt form", string(r.Form)})...)
@@ -252,7 +249,7 @@ func Warning(w Delay) ([]byte, error) {
 	}
 	d := &l.doc
 	d.Title = "Not accepted yet"
-	d.para("Your certified message to %s has not been accepted yet. If it is not accepted by the deadline, you will receive a notice of non-delivery.", w.Recipient)
+	d.para("Your certified message to " + w.Recipient + " has not been accepted yet. If it is not accepted by the deadline, you will receive a notice of non-delivery.")
 	d.facts(l.baseFacts(fact{"Deadline", showTime(w.Deadline)}, fact{"Warned", showTime(w.Time)})...)
 	d.para("You may retract the message on your pages as long as the recipient has not picked it up.")
 	l.evidenceNote()
@@ -277,7 +274,7 @@ func NonDelivery(f Failure) ([]byte, error) {
 	}
 	d := &l.doc
 	d.Title = "Not delivered"
-	d.para("Your certified message to %s was NOT delivered. %s", f.Recipient, ndnReason(f.Reason))
+	d.para("Your certified message to " + f.Recipient + " was NOT delivered. " + ndnReason(f.Reason))
 	d.facts(l.baseFacts(fact{"Deadline", showTime(f.Deadline)}, fact{"Reason code", oneLine(f.Reason)},
 		fact{"Details", clip(oneLine(f.Detail), 500)}, fact{"Notice made", showTime(f.Time)})...)
 	d.para("The recipient can no longer fetch the message. With the certificate of posting, this notice shows that you sent the message on time and that it was not delivered.")
@@ -302,7 +299,7 @@ func Refusal(r Refused) ([]byte, error) {
 	}
 	d := &l.doc
 	d.Title = "Refused by the recipient"
-	d.para("%s refused your certified message. %s", r.Recipient, rejReason(r.Reason))
+	d.para(r.Recipient + " refused your certified message. " + rejReason(r.Reason))
 	d.facts(l.baseFacts(fact{"Refused", showTime(r.Time)}, fact{"Reason code", oneLine(r.Reason)})...)
 	d.para("The message was not released to the recipient.")
 	l.evidenceNote()
@@ -325,7 +322,7 @@ func RetractionReceipt(r Retracted) ([]byte, error) {
 	}
 	d := &l.doc
 	d.Title = "Retracted"
-	d.para("You retracted your certified message to %s before it was picked up. The recipient can no longer fetch it.", r.Recipient)
+	d.para("You retracted your certified message to " + r.Recipient + " before it was picked up. The recipient can no longer fetch it.")
 	d.facts(l.baseFacts(fact{"Retracted", showTime(r.Time)})...)
 	l.evidenceNote()
 	return l.bytes("Retracted: " + subjectOf(r.Subject))
@@ -350,7 +347,7 @@ func NonAcceptance(n NotAccepted) ([]byte, error) {
 	}
 	d := &l.doc
 	d.Title = "Not accepted"
-	d.para("Your message was NOT accepted for certified delivery: %s. Nothing was sent to the recipients.", nacReason(n.Reason))
+	d.para("Your message was NOT accepted for certified delivery: " + nacReason(n.Reason) + ". Nothing was sent to the recipients.")
 	d.facts(fact{"Subject", oneLine(n.Subject)}, fact{"Label", n.Label.String()}, fact{"Reason code", oneLine(n.Reason)},
 		fact{"Details", clip(oneLine(n.Detail), 1000)}, fact{"Refused", showTime(n.Time)})
 	d.para("Correct the message and send it again.")
@@ -397,7 +394,7 @@ func newLetter(kind Kind, h Head, ex Exchange, ev Evidence, want evidence.Type) 
 			return fail("no content hash")
 		}
 	}
-	l := &letter{kind: kind, head: h, ex: ex}
+	l := &letter{kind: kind, head: h, ex: ex, doc: newDoc()}
 	found := false
 	count := map[string]int{}
 	for _, n := range ev.Notes {
@@ -420,7 +417,7 @@ func newLetter(kind Kind, h Head, ex Exchange, ev Evidence, want evidence.Type) 
 			name = fmt.Sprintf("%s-%d", name, count[name])
 		}
 		name += ".note"
-		l.files = append(l.files, filePart("text/plain", name, n.Bytes()))
+		l.files = append(l.files, filePart(plainUTF8, name, n.Bytes()))
 		l.names = append(l.names, name)
 		l.about = append(l.about, noteAbout(r.Type))
 	}
@@ -435,7 +432,7 @@ func newLetter(kind Kind, h Head, ex Exchange, ev Evidence, want evidence.Type) 
 		if b.Label != ex.Label {
 			return fail("the bundle is about label %s, not %s", b.Label, ex.Label)
 		}
-		l.files = append(l.files, filePart("application/vnd.certmail.bundle", "evidence.bundle", ev.Bundle))
+		l.files = append(l.files, filePart(bundleType, "evidence.bundle", ev.Bundle))
 		l.names = append(l.names, "evidence.bundle")
 		l.about = append(l.about, "the evidence with the keys and log proofs an arbiter needs")
 	}
@@ -444,14 +441,15 @@ func newLetter(kind Kind, h Head, ex Exchange, ev Evidence, want evidence.Type) 
 
 // baseFacts lists the exchange, then the given facts.
 func (l *letter) baseFacts(more ...fact) []fact {
-	fs := []fact{
-		{"Subject", oneLine(l.ex.Subject)},
-		{"Sender", l.ex.Sender},
-		{"Recipient", l.ex.Recipient},
-		{"Label", l.ex.Label.String()},
-		{"Mode", string(l.ex.Protocol)},
-		{"Content (SHA-256)", commitment(l.ex.Content)},
-	}
+	fs := make([]fact, 0, 6+len(more))
+	fs = append(fs,
+		fact{"Subject", oneLine(l.ex.Subject)},
+		fact{"Sender", l.ex.Sender},
+		fact{"Recipient", l.ex.Recipient},
+		fact{"Label", l.ex.Label.String()},
+		fact{"Mode", string(l.ex.Protocol)},
+		fact{"Content (SHA-256)", commitment(l.ex.Content)},
+	)
 	return append(fs, more...)
 }
 
@@ -475,9 +473,9 @@ func (l *letter) form(f ReceiptForm, m []byte, atts []Attachment) error {
 			break
 		}
 		l.doc.para("The message's attachments, each with its SHA-256, so you can match the files you keep:")
-		var fs []fact
+		fs := make([]fact, 0, len(atts))
 		for _, a := range atts {
-			fs = append(fs, fact{SafeFilename(a.Name), fmt.Sprintf("%d bytes, %s", a.Size, a.Hash)})
+			fs = append(fs, fact{SafeFilename(a.Name), strconv.FormatInt(a.Size, 10) + " bytes, " + a.Hash.String()})
 		}
 		l.doc.facts(fs...)
 	case ReceiptSummary:
@@ -493,7 +491,7 @@ func (l *letter) evidenceNote() {
 		return
 	}
 	d := &l.doc
-	var fs []fact
+	fs := make([]fact, 0, len(l.names)+1)
 	for i, name := range l.names {
 		fs = append(fs, fact{name, l.about[i]})
 	}
@@ -511,7 +509,7 @@ func (l *letter) evidenceNote() {
 		d.Blocks = append(d.Blocks, block{Code: cmd})
 	}
 	if len(l.names) > 0 {
-		d.para("Each .note file is a signed note that verifies with golang.org/x/mod/sumdb/note and the agent's key, published at https://%s/.well-known/certmail.", l.head.Domain)
+		d.para("Each .note file is a signed note that verifies with golang.org/x/mod/sumdb/note and the agent's key, published at https://" + l.head.Domain + "/.well-known/certmail.")
 	}
 }
 
@@ -548,7 +546,7 @@ func noteAbout(t evidence.Type) string {
 
 // bytes composes the mail: the text, then the files, in multipart/mixed when there are any.
 func (l *letter) bytes(subject string) ([]byte, error) {
-	text := textPart("plain", l.doc.text())
+	text := textPart(plainUTF8, l.doc.text())
 	body := text
 	if len(l.files) > 0 {
 		body = &part{kind: "mixed", parts: append([]*part{text}, l.files...)}
