@@ -39,6 +39,11 @@ type Settings struct {
 	// Queued, when set, is called after a step that queued mail has committed, so the outbound
 	// queue can send at once rather than at its next poll.
 	Queued func()
+	// Outbox, when set, takes a submission's mails as soon as its step has committed
+	// (mailout.Queue): the step stores them claimed by the outbox (Claim) and hands them over
+	// (Hand), so that the queue need not claim them from the store first. Without it they wait,
+	// due at once, for the queue's next run.
+	Outbox Outbox
 	// Log, when set, is the public evidence log: the notes a step stored are appended to it
 	// within 50 ms of its commit, and bundles carry inclusion proofs (log.go).
 	Log Log
@@ -50,6 +55,15 @@ type Settings struct {
 	// Domains are the mail domains whose recipients the agent delivers to when a peer relays
 	// an item to it.
 	Domains []string
+}
+
+// Outbox is the outbound queue as the agent hands mail to it.
+type Outbox interface {
+	// Claim returns m, about to be enqueued, claimed by the outbox from birth.
+	Claim(m store.Outbound) store.Outbound
+	// Hand gives the outbox mails enqueued claimed by a step that has committed. It never
+	// blocks.
+	Hand(ms ...store.Outbound)
 }
 
 // Agent is one delivery agent. It is safe for concurrent use: all state is in the store.

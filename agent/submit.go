@@ -98,7 +98,13 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	for i, p := range posts {
 		postings[i] = Posting{Label: p.item.Label, Recipient: p.item.Recipient, COP: p.cop}
 	}
-	a.queued()
+	if a.settings.Outbox != nil {
+		for _, p := range posts {
+			a.settings.Outbox.Hand(p.mails...)
+		}
+	} else {
+		a.queued()
+	}
 	return postings, nil
 }
 
@@ -217,10 +223,13 @@ func (p *posting) write(tx store.Tx) error {
 			return err
 		}
 	}
-	for _, m := range p.mails {
-		if _, err := tx.Enqueue(m); err != nil {
+	for i, m := range p.mails {
+		stored, err := tx.Enqueue(m)
+		if err != nil {
 			return err
 		}
+		stored.Data = m.Data // as composed: the store may keep a full receipt without M
+		p.mails[i] = stored
 	}
 	return nil
 }
@@ -290,6 +299,11 @@ func (a *Agent) preparePost(s Submission, rcpt string, content evidence.Hash, pw
 		}
 	}
 	p.mails = append(p.mails, receipt)
+	if a.settings.Outbox != nil {
+		for i, m := range p.mails {
+			p.mails[i] = a.settings.Outbox.Claim(m) // handed over after the commit (Submit)
+		}
+	}
 	return p, nil
 }
 

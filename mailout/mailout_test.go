@@ -60,7 +60,9 @@ type world struct {
 	q     atomic.Pointer[mailout.Queue] // kicked when the agent queues mail
 }
 
-func newWorld(t *testing.T) *world {
+// newWorld makes a world whose agent kicks its queue when a step queued mail; with handed, a
+// submission's mails are stored claimed by the queue and handed to it (agent.Settings.Outbox).
+func newWorld(t *testing.T, handed ...bool) *world {
 	t.Helper()
 	dir := t.TempDir()
 	w := &world{clock: &clock{t: t0}, logs: &logBuffer{}}
@@ -84,6 +86,9 @@ func newWorld(t *testing.T) *world {
 				q.Kick()
 			}
 		}}
+	if len(handed) > 0 && handed[0] {
+		settings.Outbox = worldOutbox{w}
+	}
 	mails := agent.MIMEMails{Domain: "certmail.test", Now: w.clock.now, Rand: rand.Reader}
 	w.st, w.a = st, agent.New(id, st, blobs, mails, settings, w.clock.now, nil)
 	if err := st.Update(context.Background(), func(tx store.Tx) error {
@@ -93,6 +98,12 @@ func newWorld(t *testing.T) *world {
 	}
 	return w
 }
+
+// worldOutbox is the world's queue as its agent's outbox.
+type worldOutbox struct{ w *world }
+
+func (o worldOutbox) Claim(m store.Outbound) store.Outbound { return o.w.q.Load().Claim(m) }
+func (o worldOutbox) Hand(ms ...store.Outbound)             { o.w.q.Load().Hand(ms...) }
 
 // queue returns a queue for the world with cfg, on the world's clock and log, with no jitter.
 func (w *world) queue(cfg mailout.Config) *mailout.Queue {

@@ -104,6 +104,13 @@ type Queue struct {
 	log  *slog.Logger
 	kick chan struct{}
 	idle chan *session // open sessions to the smarthost, for the next mails
+	// slots holds a token for each delivery under way, Workers in all, whether Run claimed the
+	// mail or was handed it.
+	slots chan struct{}
+
+	handMu sync.Mutex
+	handed []store.Outbound // claimed at birth and committed, waiting for Run (Hand)
+	hand   chan struct{}    // tells Run there are handed mails
 
 	randMu sync.Mutex // Config.Rand need not be safe for concurrent use
 }
@@ -158,7 +165,8 @@ func New(cfg Config, st store.Store, rec Recorder) *Queue {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Minute
 	}
-	return &Queue{cfg: cfg, st: st, rec: rec, log: cfg.Logger, kick: make(chan struct{}, 1), idle: make(chan *session, cfg.Workers)}
+	return &Queue{cfg: cfg, st: st, rec: rec, log: cfg.Logger, kick: make(chan struct{}, 1), idle: make(chan *session, cfg.Workers),
+		slots: make(chan struct{}, cfg.Workers), hand: make(chan struct{}, 1)}
 }
 
 // lease is how long a claimed mail stays out of other runs' reach: its delivery's bound, and a
@@ -174,17 +182,69 @@ func (q *Queue) Kick() {
 	}
 }
 
-// Run delivers due mail every Poll, and at once after a Kick, until ctx ends. It returns once the
-// deliveries under way have ended and their outcomes are recorded.
+// Claim returns m, a mail about to be enqueued, claimed by this queue from birth: due only
+// when a lease has passed since m.Updated, as a run's claim leaves it. A step that enqueues
+// mail claimed so hands it to the queue once committed (Hand), and the queue delivers it
+// without the transaction that claiming it from the store would cost. If the process stops
+// before the delivery is recorded, RecoverClaims makes the mail due again at the next start.
+func (q *Queue) Claim(m store.Outbound) store.Outbound {
+	m.NextAttempt = m.Updated.Add(q.lease())
+	return m
+}
+
+// Hand gives Run mails that a committed step enqueued claimed (Claim), to deliver at once, as
+// many at a time as Workers allows with the mails Run claims itself. It never blocks. Mails
+// handed to a queue that is not running wait for Run; mails Run has not started when it stops
+// wait for RecoverClaims at the next start.
+func (q *Queue) Hand(ms ...store.Outbound) {
+	if len(ms) == 0 {
+		return
+	}
+	q.handMu.Lock()
+	q.handed = append(q.handed, ms...)
+	q.handMu.Unlock()
+	select {
+	case q.hand <- struct{}{}:
+	default: // Run is told already
+	}
+}
+
+// takeHanded returns the mails handed over since it was last called.
+func (q *Queue) takeHanded() []store.Outbound {
+	q.handMu.Lock()
+	defer q.handMu.Unlock()
+	ms := q.handed
+	q.handed = nil
+	return ms
+}
+
+// Run delivers due mail every Poll, at once after a Kick, and the mails handed over with Hand
+// as they come, until ctx ends. It returns once the deliveries under way have ended and their
+// outcomes are recorded. The process that delivers a store's queue calls RecoverClaims once,
+// before it takes any mail and before Run.
 func (q *Queue) Run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	defer q.closeIdle()
-	if n, err := q.RecoverClaims(ctx); err != nil {
-		q.log.Error("outbound: recover claims", "err", err)
-	} else if n > 0 {
-		q.log.Info("outbound: mails claimed by a run that stopped are due again", "count", n)
-	}
+	// Handed mails are delivered beside the runs, each in a goroutine of its own that waits
+	// for a slot; Run stops taking them, then waits for those under way, before it returns.
+	var handed sync.WaitGroup
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	defer handed.Wait()
+	defer func() { close(stop); <-stopped }()
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-q.hand:
+			}
+			for _, m := range q.takeHanded() {
+				handed.Go(func() { q.deliverHanded(ctx, m) })
+			}
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -222,7 +282,9 @@ func (q *Queue) untilNext(ctx context.Context) time.Duration {
 // stopped during their delivery: without it they would wait out their lease (Timeout plus a
 // minute) before anyone tried them again. A claim is recognised by its lease: its NextAttempt is
 // exactly lease after its Updated. It is for the start of the one process delivering a store's
-// queue, before any run of its own; several nodes sharing a queue would release each other's.
+// queue, before the process takes mail and before Run: a mail claimed at birth (Claim) after it
+// started would be released and delivered twice. Several nodes sharing a queue would release
+// each other's.
 func (q *Queue) RecoverClaims(ctx context.Context) (int, error) {
 	now := q.cfg.Now()
 	var n int
@@ -278,19 +340,18 @@ func (q *Queue) runOnce(ctx context.Context) (claimed, delivered, retried, bounc
 		mu   sync.Mutex
 		errs []error
 		wg   sync.WaitGroup
-		sem  = make(chan struct{}, q.cfg.Workers)
 	)
 	for i, m := range batch {
-		sem <- struct{}{}
+		q.slots <- struct{}{}
 		if ctx.Err() != nil { // stopped: what has not started goes back at once
-			<-sem
+			<-q.slots
 			if err := q.release(ctx, batch[i:]); err != nil {
 				errs = append(errs, err)
 			}
 			break
 		}
 		wg.Go(func() {
-			defer func() { <-sem }()
+			defer func() { <-q.slots }()
 			out, err := q.attempt(ctx, m)
 			mu.Lock()
 			defer mu.Unlock()
@@ -310,6 +371,27 @@ func (q *Queue) runOnce(ctx context.Context) (claimed, delivered, retried, bounc
 	}
 	wg.Wait()
 	return len(batch), delivered, retried, bounced, errors.Join(errs...)
+}
+
+// deliverHanded delivers a mail handed over with Hand once a slot is free. A mail that ctx's
+// end keeps from starting is released, due at once for the next start.
+func (q *Queue) deliverHanded(ctx context.Context, m store.Outbound) {
+	select {
+	case q.slots <- struct{}{}:
+	case <-ctx.Done():
+		if err := q.release(ctx, []store.Outbound{m}); err != nil {
+			q.log.Warn("outbound: stopped before delivery; due again at the next start", "id", m.ID, "err", err)
+		}
+		return
+	}
+	defer func() { <-q.slots }()
+	if ctx.Err() != nil {
+		if err := q.release(ctx, []store.Outbound{m}); err != nil {
+			q.log.Warn("outbound: stopped before delivery; due again at the next start", "id", m.ID, "err", err)
+		}
+		return
+	}
+	q.attempt(ctx, m) // it logs what it could not record
 }
 
 // release gives claimed mails back, due now, without counting an attempt: the run that claimed

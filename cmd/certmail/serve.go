@@ -155,13 +155,15 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 		return err
 	}
 	// The queue needs the agent (to record outcomes) and the agent the queue (to kick it when
-	// a step queued mail): kick goes through a variable set once both exist.
+	// a step queued mail, to hand it a submission's mails): the agent reaches it through out,
+	// set once both exist and before anything is served.
 	var queue *mailout.Queue
 	kick := func() {
 		if queue != nil {
 			queue.Kick()
 		}
 	}
+	out := &outbox{}
 	// The trust store is read once: a change made with `certmail peer` applies at the next start.
 	trust, err := pki.LoadTrustStore(cfg.DataDir, id.Verifier)
 	if err != nil {
@@ -170,7 +172,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	ag := agent.New(id, st, blobs, agent.MIMEMails{Domain: cfg.Hostname, Now: time.Now, Rand: rand.Reader},
 		agent.Settings{PublicURL: cfg.PublicURL, DefaultDeadline: cfg.Deadlines.Default.Duration(),
 			MinDeadline: cfg.Deadlines.Min.Duration(), MaxDeadline: cfg.Deadlines.Max.Duration(),
-			WarnAt: cfg.Deadlines.WarnAt, Bounce: "certmail@" + cfg.Hostname, Queued: kick, Log: evl, Logger: log,
+			WarnAt: cfg.Deadlines.WarnAt, Bounce: "certmail@" + cfg.Hostname, Queued: kick, Outbox: out, Log: evl, Logger: log,
 			Peers: peersOf(trust), Domains: cfg.Domains}, nil, nil)
 	// Before serving: the notes a crash left out of the log, or whose place the store lost.
 	if recorded, appended, err := ag.RecoverLog(ctx); err != nil {
@@ -192,6 +194,13 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 		Username: cfg.Outbound.Username, Password: cfg.Outbound.Password, TLS: cfg.Outbound.TLS,
 		Hostname: cfg.Hostname, RetryInitial: cfg.Outbound.RetryInitial.Duration(), RetryMax: cfg.Outbound.RetryMax.Duration(),
 		GiveUpAfter: cfg.Outbound.GiveUpAfter.Duration(), Logger: log, Peer: peerRoute(trust, cert)}, st, ag)
+	out.q = queue
+	// Before anything is served: the mails a stopped process claimed are due again.
+	if n, err := queue.RecoverClaims(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("outbound: mails claimed by a process that stopped are due again", "count", n)
+	}
 
 	smtpL, err := net.Listen("tcp", cfg.Listen.SMTPSubmission)
 	if err != nil {
@@ -415,3 +424,10 @@ func peerRoute(ts *pki.TrustStore, cert tls.Certificate) func(store.Outbound) (m
 		return mailout.PeerHop{Addr: p.Relay, Name: p.Name, TLS: c}, true
 	}
 }
+
+// outbox is the agent's way to the outbound queue, which is made after the agent (it records
+// its outcomes with the agent): q is set once, before anything is served.
+type outbox struct{ q *mailout.Queue }
+
+func (o *outbox) Claim(m store.Outbound) store.Outbound { return o.q.Claim(m) }
+func (o *outbox) Hand(ms ...store.Outbound)             { o.q.Hand(ms...) }

@@ -1,0 +1,74 @@
+package mailout_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"certmail/evidence"
+	"certmail/store"
+)
+
+// A submission's mails, handed to a running queue, go out at once without waiting for a poll
+// or a run to claim them, and their outcomes are recorded as any delivery's: sent, and the
+// NTF signed. Until then, no run takes them: they are stored claimed.
+func TestHandedMailsGoOutAtOnce(t *testing.T) {
+	w := newWorld(t, true)
+	s := newSink(t, sinkOptions{})
+	cfg := smarthost(s)
+	cfg.Poll = time.Hour
+	q := w.queue(cfg)
+
+	// Before Run: stored claimed, so that a run finds nothing due.
+	l := w.submit(t, bob)[bob]
+	for _, kind := range []string{"notification", "posting-receipt"} {
+		if m := w.outbound(t, l, kind); m.State != store.OutQueued || !m.NextAttempt.After(w.clock.now().Add(10*time.Minute)) {
+			t.Fatalf("%s stored %s, due %s: want queued and claimed", kind, m.State, m.NextAttempt)
+		}
+	}
+	runOnce(t, q, 0, 0, 0)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { q.Run(ctx); close(stopped) }()
+	waitFor(t, func() bool { return s.count() == 2 }) // handed before Run: taken when it starts
+	l2 := w.submit(t, carol)[carol]
+	waitFor(t, func() bool { return len(s.to(carol)) == 1 && s.count() == 4 })
+	cancel()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run does not stop")
+	}
+	for _, l := range []evidence.Label{l, l2} {
+		for _, kind := range []string{"notification", "posting-receipt"} {
+			if m := w.outbound(t, l, kind); m.State != store.OutSent || m.Attempts != 1 {
+				t.Errorf("%s %s: %s after %d attempts, want sent after 1", l, kind, m.State, m.Attempts)
+			}
+		}
+		if n := count(w.evidence(t, l), evidence.NTF); n != 1 {
+			t.Errorf("%s: %d NTF, want 1", l, n)
+		}
+	}
+}
+
+// Mails stored claimed whose process stopped before it delivered them (handed to no running
+// queue) are due again when the next process recovers its claims, and go out then.
+func TestHandedMailsOfAStoppedProcess(t *testing.T) {
+	w := newWorld(t, true)
+	s := newSink(t, sinkOptions{})
+	cfg := smarthost(s)
+	w.queue(cfg) // the process that stops before its queue runs
+	l := w.submit(t, bob)[bob]
+
+	restarted := w.queue(cfg)
+	runOnce(t, restarted, 0, 0, 0) // still claimed
+	n, err := restarted.RecoverClaims(context.Background())
+	if err != nil || n != 2 {
+		t.Fatalf("RecoverClaims = %d, %v; want the two mails", n, err)
+	}
+	runOnce(t, restarted, 2, 0, 0)
+	if len(s.to(bob)) != 1 || count(w.evidence(t, l), evidence.NTF) != 1 {
+		t.Errorf("after the restart bob got %d mails, evidence %v", len(s.to(bob)), w.evidence(t, l))
+	}
+}
