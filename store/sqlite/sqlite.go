@@ -39,9 +39,6 @@ import (
 // while the server runs) before SQLite reports the database locked.
 const busyTimeout = "10000" // ms
 
-// writerCache is the writer's page cache, in SQLite's negative KiB.
-const writerCache = "-65536"
-
 // readers is the size of the read pool.
 const readers = 4
 
@@ -84,16 +81,16 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
 	}
 	s := &Store{path: abs}
-	// The writer keeps its savepoints' journals in memory (each Update of a group commit is a
-	// savepoint: on disk, every page it first changes is copied to a temporary file, a system
-	// call each — more than the WAL's own writes), and a page cache of 64 MiB, so that the
-	// pages of the last commits are not read back from the WAL (BENCHMARKS.md).
+	// The writer keeps its savepoints' journals in memory: each Update of a group commit is a
+	// savepoint, and on disk every page it first changes would be copied to a temporary file,
+	// a system call each — more than the WAL's own writes (BENCHMARKS.md). A larger page cache
+	// was measured too and gave nothing: SQLite then scans it at the end of every commit.
 	if s.w, err = sql.Open("sqlite", dsn(abs, url.Values{
 		"_journal_mode": {"WAL"},
 		"_synchronous":  {"FULL"},
 		"_foreign_keys": {"1"},
 		"_txlock":       {"immediate"},
-		"_pragma":       {"temp_store(memory)", "cache_size(" + writerCache + ")"},
+		"_pragma":       {"temp_store(memory)"},
 	})); err != nil {
 		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
 	}
