@@ -296,7 +296,7 @@ func (a *Agent) takeRelay(ctx context.Context, m *relay.Mail) error {
 	var tok string
 	if it.Next == "" {
 		var th evidence.Hash
-		if tok, th, err = a.newToken(); err != nil {
+		if tok, th, err = a.newToken(now); err != nil {
 			return err
 		}
 		it.TokenHash = th

@@ -76,7 +76,13 @@ func (t *tries) failed(l evidence.Label, now time.Time) {
 // itemByToken finds the item a pickup token names.
 func (a *Agent) itemByToken(ctx context.Context, tok string) (store.Item, error) {
 	var it store.Item
-	err := a.st.View(ctx, func(tx store.Tx) (err error) { it, err = tx.ItemByToken(TokenHash(tok)); return err })
+	err := a.st.View(ctx, func(tx store.Tx) (err error) {
+		it, err = tx.ItemByToken(TokenHash(tok))
+		if errors.Is(err, store.ErrNotFound) {
+			it, err = tx.ItemByToken(legacyTokenHash(tok)) // an item of an earlier version
+		}
+		return err
+	})
 	if errors.Is(err, store.ErrNotFound) {
 		return it, refuse(KindNotFound, "this pickup link is not valid")
 	}

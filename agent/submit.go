@@ -241,7 +241,7 @@ func (a *Agent) preparePost(s Submission, rcpt string, content evidence.Hash, pw
 	if err != nil {
 		return nil, err
 	}
-	tok, tokHash, err := a.newToken()
+	tok, tokHash, err := a.newToken(now)
 	if err != nil {
 		return nil, err
 	}

@@ -249,11 +249,11 @@ func logPath(p string) string {
 	return p
 }
 
-// tokenRef names a pickup token in logs without revealing it: the first 12 hex digits of the hash
-// the store keeps (agent.TokenHash), enough to find the item.
+// tokenRef names a pickup token in logs without revealing it: the last 12 hex digits of the hash
+// the store keeps (agent.TokenHash, which begins with the token's time), enough to find the item.
 func tokenRef(tok string) string {
 	h := agent.TokenHash(tok)
-	return "tok:" + hex.EncodeToString(h[:6])
+	return "tok:" + hex.EncodeToString(h[len(h)-6:])
 }
 
 // clientIP is the address of the client as the connection shows it (no proxy headers are
