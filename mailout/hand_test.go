@@ -2,6 +2,7 @@ package mailout_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -70,5 +71,57 @@ func TestHandedMailsOfAStoppedProcess(t *testing.T) {
 	runOnce(t, restarted, 2, 0, 0)
 	if len(s.to(bob)) != 1 || count(w.evidence(t, l), evidence.NTF) != 1 {
 		t.Errorf("after the restart bob got %d mails, evidence %v", len(s.to(bob)), w.evidence(t, l))
+	}
+}
+
+// When more mails are handed over than the queue keeps waiting in memory (its deliveries fall
+// behind), the rest go back to the store, due at once, and a run claims and delivers them:
+// every mail goes out once.
+func TestHandedBeyondWhatWaitsInMemory(t *testing.T) {
+	w := newWorld(t, true)
+	s := newSink(t, sinkOptions{})
+	cfg := smarthost(s)
+	cfg.Poll = time.Hour
+	q := w.queue(cfg)
+	const n = 1000 + 25 // maxHanded and some
+	now := w.clock.now()
+	var ms []store.Outbound
+	if err := w.st.Update(context.Background(), func(tx store.Tx) error {
+		for i := range n {
+			m, err := tx.Enqueue(q.Claim(store.Outbound{Kind: "warning", From: "certmail@certmail.test", To: fmt.Sprintf("r%d@b.example", i),
+				Data: []byte(fmt.Sprintf("Subject: %d\r\n\r\nhello\r\n", i)), State: store.OutQueued, Created: now, Updated: now}))
+			if err != nil {
+				return err
+			}
+			ms = append(ms, m)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	q.Hand(ms...) // no Run yet: all of them wait
+	var due []store.Outbound
+	if err := w.st.View(context.Background(), func(tx store.Tx) (err error) { due, err = tx.DueOutbound(now, 2*n); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if len(due) != 25 {
+		t.Fatalf("%d mails due after handing over %d, want the 25 beyond what waits in memory", len(due), n)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() { q.Run(ctx); close(stopped) }()
+	waitFor(t, func() bool { return s.count() >= n })
+	cancel()
+	<-stopped
+	seen := map[string]int{}
+	for _, m := range ms {
+		seen[m.To] += len(s.to(m.To))
+	}
+	for to, k := range seen {
+		if k != 1 {
+			t.Errorf("%s got %d mails, want 1", to, k)
+		}
 	}
 }

@@ -193,19 +193,28 @@ func (q *Queue) Claim(m store.Outbound) store.Outbound {
 }
 
 // Hand gives Run mails that a committed step enqueued claimed (Claim), to deliver at once, as
-// many at a time as Workers allows with the mails Run claims itself. It never blocks. Mails
-// handed to a queue that is not running wait for Run; mails Run has not started when it stops
-// wait for RecoverClaims at the next start.
+// many at a time as Workers allows with the mails Run claims itself. Mails handed to a queue
+// that is not running wait for Run; those Run has not started when it stops are given back,
+// due at once. When more than maxHanded wait, Hand gives the rest back to the store itself
+// (a write, the only time it waits) and kicks a run to claim them.
 func (q *Queue) Hand(ms ...store.Outbound) {
 	if len(ms) == 0 {
 		return
 	}
 	q.handMu.Lock()
-	q.handed = append(q.handed, ms...)
+	room := max(maxHanded-len(q.handed), 0)
+	over := ms[min(room, len(ms)):]
+	q.handed = append(q.handed, ms[:min(room, len(ms))]...)
 	q.handMu.Unlock()
 	select {
 	case q.hand <- struct{}{}:
 	default: // Run is told already
+	}
+	if len(over) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+		defer cancel()
+		q.giveBack(ctx, over)
+		q.Kick()
 	}
 }
 
@@ -226,24 +235,15 @@ func (q *Queue) Run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	defer q.closeIdle()
-	// Handed mails are delivered beside the runs, each in a goroutine of its own that waits
-	// for a slot; Run stops taking them, then waits for those under way, before it returns.
+	// Handed mails are delivered beside the runs by a dispatcher that starts each once a slot
+	// is free; Run stops it, then waits for the deliveries under way, before it returns.
 	var handed sync.WaitGroup
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	defer handed.Wait()
 	defer func() { close(stop); <-stopped }()
 	go func() {
 		defer close(stopped)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-q.hand:
-			}
-			for _, m := range q.takeHanded() {
-				handed.Go(func() { q.deliverHanded(ctx, m) })
-			}
-		}
+		q.dispatch(ctx, stop, &handed)
 	}()
 	for {
 		select {
@@ -351,8 +351,7 @@ func (q *Queue) runOnce(ctx context.Context) (claimed, delivered, retried, bounc
 			break
 		}
 		wg.Go(func() {
-			defer func() { <-q.slots }()
-			out, err := q.attempt(ctx, m)
+			out, err := q.attempt(ctx, m, func() { <-q.slots })
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -373,25 +372,43 @@ func (q *Queue) runOnce(ctx context.Context) (claimed, delivered, retried, bounc
 	return len(batch), delivered, retried, bounced, errors.Join(errs...)
 }
 
-// deliverHanded delivers a mail handed over with Hand once a slot is free. A mail that ctx's
-// end keeps from starting is released, due at once for the next start.
-func (q *Queue) deliverHanded(ctx context.Context, m store.Outbound) {
-	select {
-	case q.slots <- struct{}{}:
-	case <-ctx.Done():
-		if err := q.release(ctx, []store.Outbound{m}); err != nil {
-			q.log.Warn("outbound: stopped before delivery; due again at the next start", "id", m.ID, "err", err)
+// maxHanded bounds the handed mails waiting for the dispatcher. When deliveries fall behind,
+// Hand gives the mails beyond it back to the store, due at once, for Run's next run to claim:
+// the backlog waits on disk, not in memory.
+const maxHanded = 1000
+
+// dispatch delivers the handed mails, each once a slot is free, until stop is closed; then it
+// gives back the mails it has not started.
+func (q *Queue) dispatch(ctx context.Context, stop <-chan struct{}, deliveries *sync.WaitGroup) {
+	for {
+		select {
+		case <-stop:
+			q.giveBack(ctx, q.takeHanded())
+			return
+		case <-q.hand:
 		}
+		for ms := q.takeHanded(); len(ms) > 0; ms = q.takeHanded() {
+			for i, m := range ms {
+				select {
+				case q.slots <- struct{}{}:
+				case <-stop:
+					q.giveBack(ctx, append(ms[i:], q.takeHanded()...))
+					return
+				}
+				deliveries.Go(func() { q.attempt(ctx, m, func() { <-q.slots }) }) // attempt logs what it cannot record
+			}
+		}
+	}
+}
+
+// giveBack makes handed mails that were not delivered due at once, for a run to claim.
+func (q *Queue) giveBack(ctx context.Context, ms []store.Outbound) {
+	if len(ms) == 0 {
 		return
 	}
-	defer func() { <-q.slots }()
-	if ctx.Err() != nil {
-		if err := q.release(ctx, []store.Outbound{m}); err != nil {
-			q.log.Warn("outbound: stopped before delivery; due again at the next start", "id", m.ID, "err", err)
-		}
-		return
+	if err := q.release(ctx, ms); err != nil {
+		q.log.Warn("outbound: handed mails not given back; due when their claim ends", "count", len(ms), "err", err)
 	}
-	q.attempt(ctx, m) // it logs what it could not record
 }
 
 // release gives claimed mails back, due now, without counting an attempt: the run that claimed
@@ -439,10 +456,13 @@ func (q *Queue) claim(ctx context.Context) ([]store.Outbound, error) {
 	return batch, nil
 }
 
-// attempt delivers m once and records what came of it.
-func (q *Queue) attempt(ctx context.Context, m store.Outbound) (outcome, error) {
+// attempt delivers m once and records what came of it. It calls done once the delivery has
+// ended, before it records the outcome: the slot it frees is for delivering, and recording
+// waits for a commit.
+func (q *Queue) attempt(ctx context.Context, m store.Outbound, done func()) (outcome, error) {
 	dctx, cancel := context.WithTimeout(ctx, q.cfg.Timeout)
 	r := q.deliver(dctx, m)
+	done()
 	if r.err != nil && errors.Is(dctx.Err(), context.DeadlineExceeded) {
 		// The error is whatever the closed connection gave the command under way ("use of
 		// closed network connection"): say what happened, so the sender and the log know.
