@@ -11,7 +11,10 @@
 // Before delivering, a run claims its mails in one transaction by moving their next attempt a
 // lease ahead, so that two runs, or two agent nodes sharing a store whose Update is serializable,
 // do not deliver the same mail at once; a delivery that a crash interrupted is tried again when
-// the lease ends.
+// the lease ends, or at once when the next process recovers its claims. A step that queues mail
+// to send at once (a submission's notification and posting receipt) can instead store it
+// claimed from birth (Claim) and hand it over after its commit (Hand): the queue then delivers
+// it without a transaction to claim it.
 //
 // The package decides only whether a failure is permanent or temporary; it never changes an item
 // or signs anything itself, and never logs message data or passwords.
