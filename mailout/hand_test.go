@@ -125,3 +125,28 @@ func TestHandedBeyondWhatWaitsInMemory(t *testing.T) {
 		}
 	}
 }
+
+// A handed mail the next server refuses for now is retried after its backoff, not at the
+// queue's next poll.
+func TestHandedMailRetriedAfterItsBackoff(t *testing.T) {
+	w := newWorld(t, true)
+	s := newSink(t, sinkOptions{})
+	s.set(bob, "451")
+	cfg := smarthost(s)
+	cfg.Poll = time.Hour
+	cfg.RetryInitial, cfg.RetryMax = 300*time.Millisecond, time.Second
+	q := w.queue(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { q.Run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+
+	l := w.submit(t, bob)[bob]
+	waitFor(t, func() bool { return w.outbound(t, l, "notification").Attempts == 1 })
+	s.set(bob, "")
+	w.clock.add(time.Second) // past the backoff
+	waitFor(t, func() bool { return len(s.to(bob)) == 1 })
+	if n := w.outbound(t, l, "notification"); n.State != store.OutSent || n.Attempts != 2 {
+		t.Errorf("notification %s after %d attempts, want sent after 2", n.State, n.Attempts)
+	}
+}

@@ -398,7 +398,13 @@ func (q *Queue) dispatch(ctx context.Context, stop <-chan struct{}, deliveries *
 					q.giveBack(ctx, append(ms[i:], q.takeHanded()...))
 					return
 				}
-				deliveries.Go(func() { q.attempt(ctx, m, func() { <-q.slots }) }) // attempt logs what it cannot record
+				deliveries.Go(func() {
+					// attempt logs what it cannot record. A mail that waits for a retry, or
+					// was given back, is the runs' now: Run must look at when it is due.
+					if out, _ := q.attempt(ctx, m, func() { <-q.slots }); out != outDelivered && out != outBounced {
+						q.Kick()
+					}
+				})
 			}
 		}
 	}
