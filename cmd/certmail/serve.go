@@ -18,6 +18,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -245,9 +246,15 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	}
 	go func() { errs <- smtpSrv.Serve(smtpL) }()
 	go func() { errs <- httpSrv.ServeTLS(httpsL, "", "") }()
-	go func() { queue.Run(ctx); errs <- nil }()
-	go func() { runTimers(ctx, ag, log); errs <- nil }()
-	go func() { runBackfill(ctx, ag, log); errs <- nil }()
+	// The agent's own loops stop with loopCtx; serve returns only once they have, so that the
+	// deferred Flush logs the notes of the last deliveries and timers they record.
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	defer stopLoops()
+	loops.Go(func() { queue.Run(loopCtx); errs <- nil })
+	loops.Go(func() { runTimers(loopCtx, ag, log); errs <- nil })
+	loops.Go(func() { runBackfill(loopCtx, ag, log); errs <- nil })
 
 	var relayLine string
 	switch {
