@@ -224,11 +224,10 @@ func (p *posting) write(tx store.Tx) error {
 		}
 	}
 	for i, m := range p.mails {
-		stored, err := tx.Enqueue(m)
+		stored, err := tx.Enqueue(m) // as given, with its ID: handed over after the commit
 		if err != nil {
 			return err
 		}
-		stored.Data = m.Data // as composed: the store may keep a full receipt without M
 		p.mails[i] = stored
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"certmail/evidence"
+	"certmail/mailout"
 	"certmail/store"
 )
 
@@ -29,18 +30,11 @@ func TestHandedMailsGoOutAtOnce(t *testing.T) {
 	}
 	runOnce(t, q, 0, 0, 0)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { q.Run(ctx); close(stopped) }()
+	stop := startRun(t, q)
 	waitFor(t, func() bool { return s.count() == 2 }) // handed before Run: taken when it starts
 	l2 := w.submit(t, carol)[carol]
 	waitFor(t, func() bool { return len(s.to(carol)) == 1 && s.count() == 4 })
-	cancel()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run does not stop")
-	}
+	stop()
 	for _, l := range []evidence.Label{l, l2} {
 		for _, kind := range []string{"notification", "posting-receipt"} {
 			if m := w.outbound(t, l, kind); m.State != store.OutSent || m.Attempts != 1 {
@@ -108,13 +102,9 @@ func TestHandedBeyondWhatWaitsInMemory(t *testing.T) {
 		t.Fatalf("%d mails due after handing over %d, want the 25 beyond what waits in memory", len(due), n)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stopped := make(chan struct{})
-	go func() { q.Run(ctx); close(stopped) }()
+	stop := startRun(t, q)
 	waitFor(t, func() bool { return s.count() >= n })
-	cancel()
-	<-stopped
+	stop()
 	seen := map[string]int{}
 	for _, m := range ms {
 		seen[m.To] += len(s.to(m.To))
@@ -136,10 +126,7 @@ func TestHandedMailRetriedAfterItsBackoff(t *testing.T) {
 	cfg.Poll = time.Hour
 	cfg.RetryInitial, cfg.RetryMax = 300*time.Millisecond, time.Second
 	q := w.queue(cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { q.Run(ctx); close(stopped) }()
-	defer func() { cancel(); <-stopped }()
+	defer startRun(t, q)()
 
 	l := w.submit(t, bob)[bob]
 	waitFor(t, func() bool { return w.outbound(t, l, "notification").Attempts == 1 })
@@ -148,5 +135,22 @@ func TestHandedMailRetriedAfterItsBackoff(t *testing.T) {
 	waitFor(t, func() bool { return w.outbound(t, l, "notification").State == store.OutSent })
 	if n := w.outbound(t, l, "notification"); n.Attempts != 2 || len(s.to(bob)) != 1 {
 		t.Errorf("notification sent after %d attempts, %d at the sink; want 2 attempts and 1 mail", n.Attempts, len(s.to(bob)))
+	}
+}
+
+// startRun runs q until the returned stop is called, which waits for Run to return.
+func startRun(t *testing.T, q *mailout.Queue) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { q.Run(ctx); close(stopped) }()
+	return func() {
+		t.Helper()
+		cancel()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run does not stop")
+		}
 	}
 }

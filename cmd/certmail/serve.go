@@ -158,12 +158,6 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	// The queue needs the agent (to record outcomes) and the agent the queue (to kick it when
 	// a step queued mail, to hand it a submission's mails): the agent reaches it through out,
 	// set once both exist and before anything is served.
-	var queue *mailout.Queue
-	kick := func() {
-		if queue != nil {
-			queue.Kick()
-		}
-	}
 	out := &outbox{}
 	// The trust store is read once: a change made with `certmail peer` applies at the next start.
 	trust, err := pki.LoadTrustStore(cfg.DataDir, id.Verifier)
@@ -173,7 +167,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	ag := agent.New(id, st, blobs, agent.MIMEMails{Domain: cfg.Hostname, Now: time.Now, Rand: rand.Reader},
 		agent.Settings{PublicURL: cfg.PublicURL, DefaultDeadline: cfg.Deadlines.Default.Duration(),
 			MinDeadline: cfg.Deadlines.Min.Duration(), MaxDeadline: cfg.Deadlines.Max.Duration(),
-			WarnAt: cfg.Deadlines.WarnAt, Bounce: "certmail@" + cfg.Hostname, Queued: kick, Outbox: out, Log: evl, Logger: log,
+			WarnAt: cfg.Deadlines.WarnAt, Bounce: "certmail@" + cfg.Hostname, Queued: out.Kick, Outbox: out, Log: evl, Logger: log,
 			Peers: peersOf(trust), Domains: cfg.Domains}, nil, nil)
 	// Before serving: the notes a crash left out of the log, or whose place the store lost.
 	if recorded, appended, err := ag.RecoverLog(ctx); err != nil {
@@ -191,7 +185,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	limits := mailfmt.Limits{MaxBytes: cfg.Limits.MaxMessageBytes, MaxRecipients: cfg.Limits.MaxRecipients,
 		MinDeadline: cfg.Deadlines.Min.Duration(), MaxDeadline: cfg.Deadlines.Max.Duration(),
 		DefaultDeadline: cfg.Deadlines.Default.Duration()}
-	queue = mailout.New(mailout.Config{Mode: cfg.Outbound.Mode, Smarthost: cfg.Outbound.Smarthost,
+	queue := mailout.New(mailout.Config{Mode: cfg.Outbound.Mode, Smarthost: cfg.Outbound.Smarthost,
 		Username: cfg.Outbound.Username, Password: cfg.Outbound.Password, TLS: cfg.Outbound.TLS,
 		Hostname: cfg.Hostname, RetryInitial: cfg.Outbound.RetryInitial.Duration(), RetryMax: cfg.Outbound.RetryMax.Duration(),
 		GiveUpAfter: cfg.Outbound.GiveUpAfter.Duration(), Logger: log, Peer: peerRoute(trust, cert)}, st, ag)
@@ -433,8 +427,14 @@ func peerRoute(ts *pki.TrustStore, cert tls.Certificate) func(store.Outbound) (m
 }
 
 // outbox is the agent's way to the outbound queue, which is made after the agent (it records
-// its outcomes with the agent): q is set once, before anything is served.
+// its outcomes with the agent): q is set once, before anything is served. A Kick before then
+// (a step of the start-up) has no queue to wake, and the queue's first run finds the mail.
 type outbox struct{ q *mailout.Queue }
 
+func (o *outbox) Kick() {
+	if o.q != nil {
+		o.q.Kick()
+	}
+}
 func (o *outbox) Claim(m store.Outbound) store.Outbound { return o.q.Claim(m) }
 func (o *outbox) Hand(ms ...store.Outbound)             { o.q.Hand(ms...) }
