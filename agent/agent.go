@@ -272,7 +272,8 @@ func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*ev
 	return b, nil
 }
 
-// latestTime is the time of the latest note stored for a label (zero when none).
+// latestTime is the time of the latest note stored for a label (zero when none): the store
+// keeps each note's record time as its Stored time, so the notes need not be parsed again.
 func latestTime(tx store.Tx, l evidence.Label) (time.Time, error) {
 	evs, err := tx.Evidence(l)
 	if err != nil {
@@ -280,12 +281,8 @@ func latestTime(tx store.Tx, l evidence.Label) (time.Time, error) {
 	}
 	var latest time.Time
 	for _, e := range evs {
-		r, err := evidence.ParseNote(e.Note)
-		if err != nil {
-			return time.Time{}, fmt.Errorf("agent: stored note %d: %w", e.Seq, err)
-		}
-		if r.Record.Time.After(latest) {
-			latest = r.Record.Time
+		if e.Stored.After(latest) {
+			latest = e.Stored
 		}
 	}
 	return latest, nil

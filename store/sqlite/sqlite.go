@@ -9,9 +9,10 @@
 //
 // The SQL is kept portable, so that a PostgreSQL backend is a mechanical port: plain types
 // (INTEGER, BIGINT, TEXT, BOOLEAN, BLOB for BYTEA), explicit UNIQUE constraints, ON CONFLICT
-// and RETURNING as PostgreSQL spells them, times as BIGINT Unix milliseconds (UTC), labels and
-// hashes in their canonical text forms, NULL for the zero label or hash. Only ? placeholders,
-// INTEGER PRIMARY KEY (an identity column there) and the PRAGMAs in Open are SQLite's own.
+// as PostgreSQL spells it, times as BIGINT Unix milliseconds (UTC), labels and hashes in their
+// canonical text forms, NULL for the zero label or hash. Only ? placeholders, INTEGER PRIMARY
+// KEY (an identity column there), a new row's id read as the last rowid (RETURNING there) and
+// the PRAGMAs in Open are SQLite's own.
 //
 // This package stores what it is given; it never signs, sends or decides anything.
 package sqlite
