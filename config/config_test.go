@@ -55,6 +55,7 @@ func TestDefault(t *testing.T) {
 			RetryInitial: config.Duration(5 * time.Minute),
 			RetryMax:     config.Duration(time.Hour),
 			GiveUpAfter:  config.Duration(5 * 24 * time.Hour),
+			Workers:      32,
 		},
 		Deadlines: config.Deadlines{
 			Default: config.Duration(48 * time.Hour),
@@ -102,6 +103,7 @@ func TestLoadFull(t *testing.T) {
 			RetryInitial: config.Duration(time.Minute),
 			RetryMax:     config.Duration(150 * time.Minute),
 			GiveUpAfter:  config.Duration(96 * time.Hour),
+			Workers:      16,
 		},
 		Deadlines: config.Deadlines{
 			Default: config.Duration(36 * time.Hour),
@@ -135,8 +137,8 @@ func TestDerivedDefaults(t *testing.T) {
 		t.Errorf("public_url %q: want the trailing slash gone", c.PublicURL)
 	}
 	c = mustLoad(t, "[outbound]\nsmarthost = \"relay.b.example:587\"\n")
-	if c.Outbound.Mode != "smarthost" || c.Outbound.TLS != "starttls" {
-		t.Errorf("mode %q tls %q: want smarthost with starttls", c.Outbound.Mode, c.Outbound.TLS)
+	if c.Outbound.Mode != "smarthost" || c.Outbound.TLS != "starttls" || c.Outbound.Workers != 4 {
+		t.Errorf("mode %q tls %q workers %d: want smarthost with starttls, 4 deliveries at once", c.Outbound.Mode, c.Outbound.TLS, c.Outbound.Workers)
 	}
 	c = mustLoad(t, "[outbound]\nsmarthost = \"relay.b.example:465\"\n")
 	if c.Outbound.TLS != "tls" {
@@ -297,6 +299,7 @@ func TestValidate(t *testing.T) {
 		{"retry zero", func(c *config.Config) { c.Outbound.RetryInitial = 0 }, []string{"outbound.retry_initial must be positive"}},
 		{"retry max short", func(c *config.Config) { c.Outbound.RetryMax = config.Duration(time.Minute) }, []string{"outbound.retry_max (1m) is shorter"}},
 		{"give up short", func(c *config.Config) { c.Outbound.GiveUpAfter = config.Duration(time.Minute) }, []string{"outbound.give_up_after"}},
+		{"no workers", func(c *config.Config) { c.Outbound.Workers = -1 }, []string{"outbound.workers = -1", "between 1 and 1000"}},
 		{"content before deadline", func(c *config.Config) { c.Retention.ContentDays = 7 }, []string{"retention.content_days = 7", "at least 30 days"}},
 		{"content zero", func(c *config.Config) { c.Retention.ContentDays = 0 }, []string{"retention.content_days = 0"}},
 		{"evidence before content", func(c *config.Config) { c.Retention.EvidenceDays = 60 }, []string{"retention.evidence_days = 60", "outlive"}},

@@ -58,6 +58,10 @@ password = ""
 retry_initial = "5m"
 retry_max = "1h"
 give_up_after = "5d"
+# Deliveries at once. Default: 32 by MX; 4 through a smarthost, which is most often on the
+# same host or network, where more would only take CPU from submissions (raise it for a
+# distant one).
+# workers = 32
 
 # The pickup deadline a sender may ask for (header Certmail-Deadline); when it passes, the
 # sender gets a signed non-delivery notice.

@@ -140,6 +140,9 @@ func (c Config) Validate() error {
 	case o.GiveUpAfter < o.RetryInitial:
 		bad("outbound.give_up_after (%s) is shorter than outbound.retry_initial (%s)", o.GiveUpAfter, o.RetryInitial)
 	}
+	if o.Workers < 1 || o.Workers > maxWorkers {
+		bad("outbound.workers = %d: want between 1 and %d deliveries at once", o.Workers, maxWorkers)
+	}
 
 	d := c.Deadlines
 	switch {
@@ -252,3 +255,6 @@ func isLoopback(host string) bool {
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
 }
+
+// maxWorkers bounds outbound.workers: each delivery may hold a connection and a goroutine.
+const maxWorkers = 1000

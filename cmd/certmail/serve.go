@@ -188,7 +188,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	queue := mailout.New(mailout.Config{Mode: cfg.Outbound.Mode, Smarthost: cfg.Outbound.Smarthost,
 		Username: cfg.Outbound.Username, Password: cfg.Outbound.Password, TLS: cfg.Outbound.TLS,
 		Hostname: cfg.Hostname, RetryInitial: cfg.Outbound.RetryInitial.Duration(), RetryMax: cfg.Outbound.RetryMax.Duration(),
-		GiveUpAfter: cfg.Outbound.GiveUpAfter.Duration(), Logger: log, Peer: peerRoute(trust, cert)}, st, ag)
+		GiveUpAfter: cfg.Outbound.GiveUpAfter.Duration(), Workers: cfg.Outbound.Workers, Logger: log, Peer: peerRoute(trust, cert)}, st, ag)
 	out.q = queue
 	// Before anything is served: the mails a stopped process claimed are due again.
 	if n, err := queue.RecoverClaims(ctx); err != nil {
