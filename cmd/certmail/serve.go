@@ -84,10 +84,10 @@ and credential it made.`, stderr)
 	return exitOK
 }
 
-// serve starts every part of the agent, prints where it is, and runs until ctx ends.
 // gcPercent is the agent's garbage collection target (runtime/debug.SetGCPercent).
 const gcPercent = 400
 
+// serve starts every part of the agent, prints where it is, and runs until ctx ends.
 func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.Logger) error {
 	now := time.Now()
 	if os.Getenv("GOGC") == "" {
