@@ -122,6 +122,10 @@ type Limits struct {
 	MaxRecipients         int   `toml:"max_recipients"`           // per message
 	LoginPerMinuteAccount int   `toml:"login_per_minute_account"` // login attempts per account
 	LoginPerMinuteAddress int   `toml:"login_per_minute_address"` // login attempts per client IP address
+	// MaxConnections bounds the connections each listener serves at once; the rest wait to be
+	// accepted. Every connection holds a file descriptor, and a flood of them must not leave
+	// none for the database and the evidence log.
+	MaxConnections int `toml:"max_connections"`
 }
 
 // base is the configuration before a file is applied: every default that does not depend on
@@ -154,6 +158,7 @@ func base() Config {
 			MaxRecipients:         100, // RFC 5321 4.5.3.1.8
 			LoginPerMinuteAccount: 10,
 			LoginPerMinuteAddress: 30,
+			MaxConnections:        1000,
 		},
 	}
 }

@@ -69,6 +69,7 @@ func TestDefault(t *testing.T) {
 			MaxRecipients:         100,
 			LoginPerMinuteAccount: 10,
 			LoginPerMinuteAddress: 30,
+			MaxConnections:        1000,
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -112,7 +113,7 @@ func TestLoadFull(t *testing.T) {
 			WarnAt:  0.75,
 		},
 		Retention: config.Retention{ContentDays: 30, EvidenceDays: 3653},
-		Limits:    config.Limits{MaxMessageBytes: 50 << 20, MaxRecipients: 20, LoginPerMinuteAccount: 5, LoginPerMinuteAddress: 60},
+		Limits:    config.Limits{MaxMessageBytes: 50 << 20, MaxRecipients: 20, LoginPerMinuteAccount: 5, LoginPerMinuteAddress: 60, MaxConnections: 1000},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", c, want)
@@ -306,6 +307,7 @@ func TestValidate(t *testing.T) {
 		{"no size", func(c *config.Config) { c.Limits.MaxMessageBytes = 0 }, []string{"limits.max_message_bytes = 0"}},
 		{"no recipients", func(c *config.Config) { c.Limits.MaxRecipients = -1 }, []string{"limits.max_recipients = -1"}},
 		{"no logins", func(c *config.Config) { c.Limits.LoginPerMinuteAddress = 0 }, []string{"limits.login_per_minute_address = 0"}},
+		{"no connections", func(c *config.Config) { c.Limits.MaxConnections = 0 }, []string{"limits.max_connections = 0"}},
 		{"trusted not a network", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"127.0.0.1"} }, []string{"submission.trusted_networks", `"127.0.0.1" is not a network`}},
 		{"trusted not loopback", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"10.0.0.0/8"} }, []string{`"10.0.0.0/8" is not a loopback network`}},
 		{"trusted wider than loopback", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"126.0.0.0/7"} }, []string{`"126.0.0.0/7" is not a loopback network`}},

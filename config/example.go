@@ -88,4 +88,7 @@ max_recipients = 100
 # Login attempts per minute for one account, and from one client IP address.
 login_per_minute_account = 10
 login_per_minute_address = 30
+# Connections each listener serves at once (SMTP submission, SMTP from peers, HTTPS); the
+# rest wait to be accepted. serve lowers it when the process may open too few files for all.
+max_connections = 1000
 `

@@ -176,6 +176,7 @@ func (c Config) Validate() error {
 		{"max_recipients", int64(l.MaxRecipients)},
 		{"login_per_minute_account", int64(l.LoginPerMinuteAccount)},
 		{"login_per_minute_address", int64(l.LoginPerMinuteAddress)},
+		{"max_connections", int64(l.MaxConnections)},
 	} {
 		if f.v < 1 {
 			bad("limits.%s = %d: want a positive number", f.key, f.v)

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"k8s.io/klog/v2"
 
 	"certmail/account"
@@ -82,6 +83,25 @@ and credential it made.`, stderr)
 		return exitFail
 	}
 	return exitOK
+}
+
+// reservedFiles is how many file descriptors connLimit leaves for the agent's own files: the
+// database and its WAL, the evidence log's tiles and locks, sessions to other mail servers.
+const reservedFiles = 512
+
+// connLimit is how many connections each of n listeners serves at once: the configured
+// limit, lowered when n times it would leave fewer than reservedFiles of the process's
+// nofile (RLIMIT_NOFILE). A flood of connections that took every descriptor would make the
+// database and the evidence log fail to open files, and the log's library panics then.
+func connLimit(configured, n int, nofile uint64) int {
+	if n < 1 {
+		n = 1
+	}
+	room := int64(nofile) - reservedFiles
+	if nofile > 1<<40 { // RLIM_INFINITY, or near it
+		room = 1 << 40
+	}
+	return int(max(1, min(int64(configured), room/int64(n))))
 }
 
 // gcPercent is the agent's garbage collection target (runtime/debug.SetGCPercent).
@@ -197,14 +217,29 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 		log.Info("outbound: mails claimed by a process that stopped are due again", "count", n)
 	}
 
+	listeners := 2
+	if cfg.Listen.SMTPInbound != "" {
+		listeners++
+	}
+	var nofile syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &nofile); err != nil {
+		return fmt.Errorf("open files limit: %w", err)
+	}
+	conns := connLimit(cfg.Limits.MaxConnections, listeners, nofile.Cur)
+	if conns < cfg.Limits.MaxConnections {
+		log.Warn("limits: fewer connections at once than max_connections, for the files this process may open",
+			"max_connections", cfg.Limits.MaxConnections, "each_listener", conns, "open_files_limit", nofile.Cur)
+	}
 	smtpL, err := net.Listen("tcp", cfg.Listen.SMTPSubmission)
 	if err != nil {
 		return fmt.Errorf("smtp submission: %w", err)
 	}
+	smtpL = netutil.LimitListener(smtpL, conns)
 	httpsL, err := net.Listen("tcp", cfg.Listen.HTTPS)
 	if err != nil {
 		return fmt.Errorf("https: %w", err)
 	}
+	httpsL = netutil.LimitListener(httpsL, conns)
 	var trusted []netip.Prefix
 	for _, n := range cfg.Submission.TrustedNetworks {
 		trusted = append(trusted, netip.MustParsePrefix(n)) // config.Validate checked them
@@ -227,6 +262,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 		if err != nil {
 			return fmt.Errorf("smtp inbound: %w", err)
 		}
+		relayL = netutil.LimitListener(relayL, conns)
 		relayAddr = relayL.Addr()
 		relaySrv := smtpd.NewRelay(smtpd.RelayConfig{Hostname: cfg.Hostname, TLS: tlsCfg, Logger: log,
 			// A relay carries M base64-encoded, with its evidence: room for both.
