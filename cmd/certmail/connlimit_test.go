@@ -18,7 +18,6 @@ func TestConnLimit(t *testing.T) {
 		{1000, 3, 1024, 170},        // (1024 − 512) / 3
 		{1000, 2, 100, 1},           // never none
 		{1000, 3, ^uint64(0), 1000}, // unlimited
-		{5, 0, 20000, 5},
 	} {
 		if got := connLimit(c.configured, c.n, c.nofile); got != c.want {
 			t.Errorf("connLimit(%d, %d, %d) = %d, want %d", c.configured, c.n, c.nofile, got, c.want)

@@ -94,9 +94,6 @@ const reservedFiles = 512
 // nofile (RLIMIT_NOFILE). A flood of connections that took every descriptor would make the
 // database and the evidence log fail to open files, and the log's library panics then.
 func connLimit(configured, n int, nofile uint64) int {
-	if n < 1 {
-		n = 1
-	}
 	room := int64(nofile) - reservedFiles
 	if nofile > 1<<40 { // RLIM_INFINITY, or near it
 		room = 1 << 40
