@@ -103,12 +103,27 @@ func New(id *protocol.Identity, st store.Store, blobs store.Blobs, mails Mails, 
 // message returns the stored message h: from the store, or, for an item a data directory of an
 // earlier version holds, from its blob files.
 func (a *Agent) message(ctx context.Context, h evidence.Hash) ([]byte, error) {
+	b, err := a.body(ctx, h)
+	return b.m, err
+}
+
+// body is a stored message M, and whether the store holds it (Tx.PutMessage) rather than the
+// blob files of an earlier version: a mail that carries a message the store holds is stored
+// without it (store.Outbound.Message).
+type body struct {
+	m      []byte
+	stored bool
+}
+
+// body reads the stored message h, as message does.
+func (a *Agent) body(ctx context.Context, h evidence.Hash) (body, error) {
 	var m []byte
 	err := a.st.View(ctx, func(tx store.Tx) (err error) { m, err = tx.Message(h); return err })
 	if errors.Is(err, store.ErrNotFound) && a.blobs != nil {
-		return a.blobs.Get(ctx, h)
+		m, err = a.blobs.Get(ctx, h)
+		return body{m: m}, err
 	}
-	return m, err
+	return body{m: m, stored: err == nil}, err
 }
 
 // queued tells the outbound queue that a committed step queued mail.

@@ -411,16 +411,16 @@ func itemFrom(tx store.Tx, l evidence.Label, from, role string) (store.Item, err
 // messageOf reads the message of the item a mail from agent from concerns (role as for itemFrom)
 // before the step's transaction, so that the writer, which commits concurrent steps together,
 // does not read it; an item's content never changes.
-func (a *Agent) messageOf(ctx context.Context, l evidence.Label, from, role string) ([]byte, error) {
+func (a *Agent) messageOf(ctx context.Context, l evidence.Label, from, role string) (body, error) {
 	var it store.Item
 	if err := a.st.View(ctx, func(tx store.Tx) (err error) { it, err = itemFrom(tx, l, from, role); return err }); err != nil {
-		return nil, err
+		return body{}, err
 	}
-	msg, err := a.message(ctx, it.Content)
+	b, err := a.body(ctx, it.Content)
 	if err != nil {
-		return nil, fmt.Errorf("agent: message of %s: %w", l, err)
+		return body{}, fmt.Errorf("agent: message of %s: %w", l, err)
 	}
-	return msg, nil
+	return b, nil
 }
 
 // takeAck: seed 001 §4.3 step 4 at P_i: the next agent's ACK_i.
@@ -506,7 +506,7 @@ func (a *Agent) takeReport(ctx context.Context, m *relay.Mail) error {
 			rest = m.Notes
 		}
 		all := merged(stored, rest)
-		v := a.weigh(it.Label, all, msg)
+		v := a.weigh(it.Label, all, msg.m)
 		if !v.Valid {
 			return refused("the report does not hold with the evidence of item %s: %s", it.Label, firstFailure(v))
 		}
@@ -599,7 +599,7 @@ func stateOf(t evidence.Type) store.State {
 // stands. A report of delivery is countersigned only while the item is open, before the
 // deadline; the sender gets the receipt and the chain the countersigned ROD, after which Pn
 // releases M. A report that comes too late is answered with the outcome that stands.
-func (a *Agent) decide(tx store.Tx, it store.Item, notes []*evidence.Note, rod *evidence.Note, all []*evidence.Note, msg []byte, now time.Time) error {
+func (a *Agent) decide(tx store.Tx, it store.Item, notes []*evidence.Note, rod *evidence.Note, all []*evidence.Note, msg body, now time.Time) error {
 	if !it.State.Final() && !now.Before(closing(it.Submitted, it.Deadline)) {
 		// The deadline timer is due and has not run yet: it decides first.
 		if err := a.notDelivered(tx, it, "deadline", now); err != nil {
@@ -617,7 +617,7 @@ func (a *Agent) decide(tx store.Tx, it store.Item, notes []*evidence.Note, rod *
 			return fmt.Errorf("agent: countersign ROD: %w", err)
 		}
 		full := append(slices.Clone(all), crod)
-		if v := a.weigh(it.Label, full, msg); !v.Valid || v.Outcome != evidence.OutcomeDelivered {
+		if v := a.weigh(it.Label, full, msg.m); !v.Valid || v.Outcome != evidence.OutcomeDelivered {
 			return refused("the countersigned report would not show delivery: %s", firstFailure(v))
 		}
 		if err := addNew(tx, it.Label, notes[1:]); err != nil {
@@ -629,7 +629,7 @@ func (a *Agent) decide(tx store.Tx, it store.Item, notes []*evidence.Note, rod *
 		if err := a.settle(tx, &it, store.StateDelivered, now); err != nil {
 			return err
 		}
-		if err := a.receipt(tx, it, ReceiptDelivery, crod, "", now, nil); err != nil {
+		if err := a.receipt(tx, it, ReceiptDelivery, crod, "", now, msg); err != nil {
 			return err
 		}
 		return a.peerMail(tx, it.Label, relay.StepDecision, it.Next, []*evidence.Note{crod}, nil, now)
@@ -645,7 +645,7 @@ func (a *Agent) decide(tx store.Tx, it store.Item, notes []*evidence.Note, rod *
 	if err := a.settle(tx, &it, state, now); err != nil {
 		return err
 	}
-	return a.receipt(tx, it, kind, first, first.Record.Reason, now, nil)
+	return a.receipt(tx, it, kind, first, first.Record.Reason, now, body{})
 }
 
 // answerLate answers a report that reached P1 after it had decided: a report of delivery gets the
@@ -704,12 +704,12 @@ func (a *Agent) takeDecision(ctx context.Context, m *relay.Mail) error {
 			case it.Next == "" && r.Agent != a.Name():
 				return refused("the countersigned ROD is %s's, not this agent's", r.Agent)
 			}
-			if v := a.weigh(it.Label, append(stored, n), msg); !v.Valid || v.Outcome != evidence.OutcomeDelivered {
+			if v := a.weigh(it.Label, append(stored, n), msg.m); !v.Valid || v.Outcome != evidence.OutcomeDelivered {
 				return refused("the countersigned ROD does not hold: %s", firstFailure(v))
 			}
 			state = store.StateDelivered
 		case evidence.NDN, evidence.RTR:
-			v := a.weigh(it.Label, append(stored, n), msg)
+			v := a.weigh(it.Label, append(stored, n), msg.m)
 			if !v.Valid {
 				return refused("the %s does not hold: %s", r.Type, firstFailure(v))
 			}

@@ -43,7 +43,7 @@ func (a *Agent) Retract(ctx context.Context, sender string, l evidence.Label) er
 				return err
 			}
 		}
-		return a.receipt(tx, it, ReceiptRetraction, rtr, "", now, nil)
+		return a.receipt(tx, it, ReceiptRetraction, rtr, "", now, body{})
 	})
 }
 
@@ -123,7 +123,7 @@ func (a *Agent) fire(tx store.Tx, t store.Timer, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		return a.receipt(tx, it, ReceiptWarning, wrn, "", now, nil)
+		return a.receipt(tx, it, ReceiptWarning, wrn, "", now, body{})
 	case timerDeadline:
 		if it.Prev != "" {
 			// Pn: the recipient did not accept in time; P1 is told (seed 001 §4.3 step 6:
@@ -154,7 +154,7 @@ func (a *Agent) notDelivered(tx store.Tx, it store.Item, reason string, now time
 	if err != nil {
 		return err
 	}
-	return a.receipt(tx, it, ReceiptNonDelivery, ndn, reason, now, nil)
+	return a.receipt(tx, it, ReceiptNonDelivery, ndn, reason, now, body{})
 }
 
 // localNDN is an NDN an agent after P1 gives: it closes its item and reports the notice back

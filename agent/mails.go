@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"certmail/evidence"
+	"certmail/mailfmt"
 )
 
 // Mails composes the mails the agent queues (package mailfmt does the MIME). The agent decides
@@ -59,5 +60,9 @@ type Receipt struct {
 	Form      string // full | short | summary (PEC's completa | breve | sintetica)
 	Note      []byte // the signed note of this step
 	Bundle    []byte // the bundle so far
-	Message   []byte // the original message, for the full form of the posting receipt
+	// Message is M, for a delivery receipt in the full form (which carries it) or the short
+	// form (which lists its attachments).
+	Message []byte
+	// Attachments are M's attachments, for a posting receipt in the full or short form.
+	Attachments []mailfmt.Attachment
 }

@@ -63,7 +63,7 @@ func (m MIMEMails) Receipt(r Receipt) ([]byte, error) {
 	form := mailfmt.ReceiptForm(r.Form)
 	switch r.Kind {
 	case ReceiptPosting:
-		return mailfmt.PostingReceipt(mailfmt.Receipt{Head: h, Exchange: ex, Evidence: ev, Form: form, Accepted: r.Time, Message: r.Message})
+		return mailfmt.PostingReceipt(mailfmt.Receipt{Head: h, Exchange: ex, Evidence: ev, Form: form, Accepted: r.Time, Attachments: r.Attachments})
 	case ReceiptDelivery:
 		d := mailfmt.Delivery{Head: h, Exchange: ex, Evidence: ev, Form: form, Delivered: r.Time, Message: r.Message}
 		// The recipient's acceptance travels with the report: its COD, or the agent's DLV.
@@ -78,8 +78,14 @@ func (m MIMEMails) Receipt(r Receipt) ([]byte, error) {
 				}
 			}
 		}
-		if form == mailfmt.ReceiptFull && d.Message == nil {
-			d.Form = mailfmt.ReceiptShort // the delivery receipt names M by its hash; the posting receipt carried it
+		switch {
+		case form == mailfmt.ReceiptSummary:
+		case r.Message == nil:
+			return nil, fmt.Errorf("agent: a %s delivery receipt needs the message", form)
+		case form == mailfmt.ReceiptShort:
+			if d.Attachments, err = mailfmt.AttachmentsOf(r.Message); err != nil {
+				return nil, fmt.Errorf("agent: the attachments of %s: %w", r.Label, err)
+			}
 		}
 		return mailfmt.DeliveryReceipt(d)
 	case ReceiptWarning:

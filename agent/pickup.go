@@ -154,6 +154,12 @@ func (a *Agent) Accept(ctx context.Context, tok string, acc Acceptance) (PickupV
 			return PickupView{}, err
 		}
 	}
+	var m body
+	if it.Prev == "" { // in a chain, the first agent sends the delivery receipt
+		if m, err = a.receiptBody(ctx, it); err != nil {
+			return PickupView{}, err
+		}
+	}
 	err = a.update(ctx, func(tx store.Tx) error {
 		cur, err := tx.Item(it.Label)
 		if err != nil {
@@ -195,7 +201,7 @@ func (a *Agent) Accept(ctx context.Context, tok string, acc Acceptance) (PickupV
 			return err
 		}
 		it = cur
-		return a.receipt(tx, cur, ReceiptDelivery, rod, "", now, nil)
+		return a.receipt(tx, cur, ReceiptDelivery, rod, "", now, m)
 	})
 	if err != nil {
 		return PickupView{}, err
@@ -283,7 +289,7 @@ func (a *Agent) Refuse(ctx context.Context, tok, pw string) error {
 		if cur.Prev != "" {
 			return a.reportBack(tx, cur, rej, nil, now)
 		}
-		return a.receipt(tx, cur, ReceiptRefusal, rej, "refused", now, nil)
+		return a.receipt(tx, cur, ReceiptRefusal, rej, "refused", now, body{})
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"certmail/evidence"
+	"certmail/mailfmt"
 	"certmail/password"
 	"certmail/store"
 )
@@ -33,6 +34,9 @@ type Submission struct {
 	// same message again — a client retrying after a reply it never got, or a temporary
 	// error given after the step was stored — gets the items of the first time, not new ones.
 	MessageID string
+	// Attachments are M's attachments as mailfmt.ParseSubmission lists them: the posting
+	// receipt lists them in the full and short forms.
+	Attachments []mailfmt.Attachment
 }
 
 // Posting is what a sender gets back for one recipient: the label and the signed COP.
@@ -285,19 +289,11 @@ func (a *Agent) preparePost(s Submission, rcpt string, content evidence.Hash, pw
 	b := &evidence.Bundle{Label: l}
 	b.AddKey(a.id.Verifier)
 	b.Notes = []*evidence.Note{cop}
-	rdata, err := a.composeReceipt(it, ReceiptPosting, cop, b, "", now, s.Message)
+	rdata, err := a.composeReceipt(it, ReceiptPosting, cop, b, "", now, nil, s.Attachments)
 	if err != nil {
 		return nil, err
 	}
-	receipt := a.outbound(l, string(ReceiptPosting), it.Sender, rdata, now)
-	if it.Receipt == "full" {
-		// The full receipt carries M verbatim: the store keeps it without, and puts M back
-		// from the stored body when it is sent.
-		if at := bytes.Index(rdata, s.Message); at >= 0 {
-			receipt.Message, receipt.MessageAt = content, at
-		}
-	}
-	p.mails = append(p.mails, receipt)
+	p.mails = append(p.mails, a.outbound(l, string(ReceiptPosting), it.Sender, rdata, now))
 	if a.settings.Outbox != nil {
 		for i, m := range p.mails {
 			p.mails[i] = a.settings.Outbox.Claim(m) // handed over after the commit (Submit)
@@ -339,31 +335,53 @@ func (a *Agent) outbound(l evidence.Label, kind, to string, data []byte, now tim
 }
 
 // receipt queues the mail that tells the sender about a step, with the step's note and the
-// bundle as it stands in tx (the step's own note included).
-func (a *Agent) receipt(tx store.Tx, it store.Item, kind ReceiptKind, n *evidence.Note, reason string, now time.Time, message []byte) error {
+// bundle as it stands in tx (the step's own note included). m is M for a delivery receipt
+// (receiptBody), and empty for the others.
+func (a *Agent) receipt(tx store.Tx, it store.Item, kind ReceiptKind, n *evidence.Note, reason string, now time.Time, m body) error {
 	b, err := a.bundleIn(tx, it)
 	if err != nil {
 		return err
 	}
-	data, err := a.composeReceipt(it, kind, n, b, reason, now, message)
+	data, err := a.composeReceipt(it, kind, n, b, reason, now, m.m, nil)
 	if err != nil {
 		return err
 	}
-	return a.enqueue(tx, it.Label, string(kind), it.Sender, data, now)
+	out := a.outbound(it.Label, string(kind), it.Sender, data, now)
+	if m.stored && len(m.m) > 0 {
+		// A full receipt carries M verbatim: the store keeps it without, and puts M back
+		// from the stored body when it is sent.
+		if at := bytes.Index(data, m.m); at >= 0 {
+			out.Message, out.MessageAt = it.Content, at
+		}
+	}
+	_, err = tx.Enqueue(out)
+	return err
 }
 
-// composeReceipt composes the mail that tells the sender about a step, with bundle b.
-func (a *Agent) composeReceipt(it store.Item, kind ReceiptKind, n *evidence.Note, b *evidence.Bundle, reason string, now time.Time, message []byte) ([]byte, error) {
+// receiptBody reads M for the delivery receipt of item it, before the step's transaction so
+// that the writer, which commits concurrent steps together, does not read it: the full form
+// carries M, the short form lists its attachments, and the summary form needs nothing.
+func (a *Agent) receiptBody(ctx context.Context, it store.Item) (body, error) {
+	if it.Receipt == string(mailfmt.ReceiptSummary) {
+		return body{}, nil
+	}
+	b, err := a.body(ctx, it.Content)
+	if err != nil {
+		return body{}, fmt.Errorf("agent: message of %s for its delivery receipt: %w", it.Label, err)
+	}
+	return b, nil
+}
+
+// composeReceipt composes the mail that tells the sender about a step, with bundle b: message
+// is M for a delivery receipt, atts M's attachments for a posting receipt (see Receipt).
+func (a *Agent) composeReceipt(it store.Item, kind ReceiptKind, n *evidence.Note, b *evidence.Bundle, reason string, now time.Time, message []byte, atts []mailfmt.Attachment) ([]byte, error) {
 	enc, err := b.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("agent: bundle for receipt: %w", err)
 	}
 	r := Receipt{Kind: kind, From: a.settings.Bounce, To: it.Sender, Sender: it.Sender, Recipient: it.Recipient, Subject: it.Subject,
 		Label: it.Label, Content: it.Content, Deadline: it.Deadline, Time: now, Reason: reason, Form: it.Receipt,
-		Note: n.Bytes(), Bundle: enc}
-	if kind == ReceiptPosting && it.Receipt == "full" {
-		r.Message = message
-	}
+		Note: n.Bytes(), Bundle: enc, Message: message, Attachments: atts}
 	data, err := a.mails.Receipt(r)
 	if err != nil {
 		return nil, fmt.Errorf("agent: compose %s: %w", kind, err)

@@ -83,7 +83,7 @@ func BenchmarkPostingReceipt(b *testing.B) {
 	ev := mailfmt.Evidence{Notes: []*evidence.Note{cop}, Bundle: w.bundle(b, cop)}
 	for _, form := range []mailfmt.ReceiptForm{mailfmt.ReceiptFull, mailfmt.ReceiptShort} {
 		r := mailfmt.Receipt{Head: w.head(sender), Exchange: w.exchange(s.Subject), Evidence: ev,
-			Form: form, Accepted: now, Message: s.Message, Attachments: s.Attachments}
+			Form: form, Accepted: now, Attachments: s.Attachments}
 		b.Run(string(form), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -80,10 +80,10 @@ func composedMails(t *testing.T) map[string][]byte {
 							ev.Bundle = w.bundle(t, cop)
 						}
 						r := mailfmt.Receipt{Head: w.head(sender), Exchange: ex, Evidence: ev, Form: form, Accepted: now,
-							Message: m.Message, Attachments: m.Attachments}
+							Attachments: m.Attachments}
 						raw, err := mailfmt.PostingReceipt(r)
 						add(fmt.Sprintf("posting-receipt/%s/%s/%s/%s/bundle=%v", size, sname, p, form, bundle), raw, err)
-						if form == mailfmt.ReceiptShort && !bundle {
+						if form != mailfmt.ReceiptSummary && !bundle {
 							r.Attachments = nil
 							raw, err := mailfmt.PostingReceipt(r)
 							add(fmt.Sprintf("posting-receipt/%s/%s/%s/%s/no-attachments", size, sname, p, form), raw, err)

@@ -158,13 +158,14 @@ type Receipt struct {
 	Evidence    // must hold the COP
 	Form        ReceiptForm
 	Accepted    time.Time    // when the agent accepted the message (the COP's time)
-	Message     []byte       // M, for the full form
-	Attachments []Attachment // the message's attachments, for the short form
+	Attachments []Attachment // the message's attachments, for the full and short forms
 }
 
 // PostingReceipt composes the posting receipt: what was accepted, for whom, under which label
-// and content hash, with which deadline, when; the COP note and the bundle attached, and M or
-// the attachment list as the form asks (see ReceiptForm).
+// and content hash, with which deadline, when; the COP note and the bundle attached. It never
+// carries M, as PEC's acceptance receipt does not: the sender sent M, and the content hash names
+// it. In the full and short forms it lists M's attachments; in the full form the delivery
+// receipt carries M (see ReceiptForm).
 func PostingReceipt(r Receipt) ([]byte, error) {
 	l, err := newLetter(KindPostingReceipt, r.Head, r.Exchange, r.Evidence, evidence.COP)
 	if err != nil {
@@ -174,8 +175,15 @@ func PostingReceipt(r Receipt) ([]byte, error) {
 	d.Title = "Accepted for certified delivery"
 	d.para("Your message to " + r.Recipient + " was accepted for certified delivery by " + r.Domain + ".")
 	d.facts(l.baseFacts(fact{"Accepted", showTime(r.Accepted)}, fact{"Deadline", showTime(r.Deadline)}, fact{"Receipt form", string(r.Form)})...)
-	if err := l.form(r.Form, r.Message, r.Attachments); err != nil {
+	form := r.Form
+	if form == ReceiptFull {
+		form = ReceiptShort
+	}
+	if err := l.form(form, nil, r.Attachments); err != nil {
 		return nil, err
+	}
+	if r.Form == ReceiptFull {
+		d.para("The delivery receipt will carry the message as the agent stores it, the exact bytes the content hash covers.")
 	}
 	switch r.Protocol {
 	case evidence.CEM:

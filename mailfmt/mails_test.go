@@ -250,7 +250,7 @@ func receiptCases(w *world) []receiptCase {
 	return []receiptCase{
 		{mailfmt.KindPostingReceipt, "Accepted: ", []evidence.Type{evidence.COP}, "was accepted for certified delivery",
 			func(h mailfmt.Head, x mailfmt.Exchange, e mailfmt.Evidence) ([]byte, error) {
-				return mailfmt.PostingReceipt(mailfmt.Receipt{Head: h, Exchange: x, Evidence: e, Form: mailfmt.ReceiptFull, Accepted: now, Message: w.m})
+				return mailfmt.PostingReceipt(mailfmt.Receipt{Head: h, Exchange: x, Evidence: e, Form: mailfmt.ReceiptFull, Accepted: now})
 			}},
 		{mailfmt.KindDeliveryReceipt, "Delivered: ", []evidence.Type{evidence.ROD, evidence.CODIP}, "bob@b.example accepted it",
 			func(h mailfmt.Head, x mailfmt.Exchange, e mailfmt.Evidence) ([]byte, error) {
@@ -327,40 +327,62 @@ func TestReceipts(t *testing.T) {
 	}
 }
 
+// The forms as PEC's: only the full delivery receipt carries M; the posting receipt lists the
+// attachments in the full and short forms, and the delivery receipt in the short form.
 func TestReceiptForms(t *testing.T) {
 	s := parse(t, readFiles(t, "testdata/submissions/*.eml")["multipart.eml"])
 	w := newWorld(t, s.Message)
-	cop := w.note(t, evidence.COP)
+	cop, rod, dlv := w.note(t, evidence.COP), w.note(t, evidence.ROD), w.note(t, evidence.DLV)
 	for _, form := range mailfmt.ReceiptForms() {
-		r := mailfmt.Receipt{Head: w.head(sender), Exchange: w.exchange(s.Subject), Evidence: mailfmt.Evidence{Notes: []*evidence.Note{cop}},
-			Form: form, Accepted: now, Message: s.Message, Attachments: s.Attachments}
-		raw, err := mailfmt.PostingReceipt(r)
+		posting, err := mailfmt.PostingReceipt(mailfmt.Receipt{Head: w.head(sender), Exchange: w.exchange(s.Subject),
+			Evidence: mailfmt.Evidence{Notes: []*evidence.Note{cop}}, Form: form, Accepted: now, Attachments: s.Attachments})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, leaves := readMail(t, raw)
-		m, hasM := leafOfType(leaves, "message/rfc822")
-		plain, _ := leafOfType(leaves, "text/plain")
-		listed := says(plain.data, (s.Attachments[0].Hash.String()))
-		switch form {
-		case mailfmt.ReceiptFull:
-			if !hasM || !bytes.Equal(m.data, s.Message) || m.filename != "message.eml" {
-				t.Error("full receipt: M is not attached byte for byte")
+		delivery, err := mailfmt.DeliveryReceipt(mailfmt.Delivery{Head: w.head(sender), Exchange: w.exchange(s.Subject),
+			Evidence: mailfmt.Evidence{Notes: []*evidence.Note{rod, dlv}}, Form: form, Delivered: now, Method: "password",
+			Message: s.Message, Attachments: s.Attachments})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rc := range []struct {
+			name             string
+			raw              []byte
+			wantM, wantListed bool
+			note             string
+		}{
+			{"posting", posting, false, form != mailfmt.ReceiptSummary, "cop.note"},
+			{"delivery", delivery, form == mailfmt.ReceiptFull, form == mailfmt.ReceiptShort, "rod.note"},
+		} {
+			_, leaves := readMail(t, rc.raw)
+			m, hasM := leafOfType(leaves, "message/rfc822")
+			plain, _ := leafOfType(leaves, "text/plain")
+			listed := says(plain.data, s.Attachments[0].Hash.String())
+			if hasM != rc.wantM || listed != rc.wantListed {
+				t.Errorf("%s %s receipt: M attached %v (want %v), attachments listed %v (want %v)", form, rc.name, hasM, rc.wantM, listed, rc.wantListed)
 			}
-		case mailfmt.ReceiptShort:
-			if hasM || !listed {
-				t.Errorf("short receipt: M attached %v, attachments listed %v", hasM, listed)
+			if hasM && (!bytes.Equal(m.data, s.Message) || m.filename != "message.eml") {
+				t.Errorf("%s %s receipt: M is not attached byte for byte", form, rc.name)
 			}
-		case mailfmt.ReceiptSummary:
-			if hasM || listed {
-				t.Errorf("summary receipt: M attached %v, attachments listed %v", hasM, listed)
+			if !says(plain.data, evidence.Sum(s.Message).String()) {
+				t.Errorf("%s %s receipt does not give H(M)", form, rc.name)
+			}
+			if _, ok := leafNamed(leaves, rc.note); !ok {
+				t.Errorf("%s %s receipt has no %s", form, rc.name, rc.note)
 			}
 		}
-		if !says(plain.data, (evidence.Sum(s.Message).String())) {
-			t.Errorf("%s receipt does not give H(M)", form)
-		}
-		if _, ok := leafNamed(leaves, "cop.note"); !ok {
-			t.Errorf("%s receipt has no cop.note", form)
+	}
+}
+
+// A full delivery receipt needs the very M whose hash the evidence names.
+func TestFullDeliveryReceiptNeedsM(t *testing.T) {
+	w := newWorld(t, []byte("M\r\n"))
+	notes := []*evidence.Note{w.note(t, evidence.ROD), w.note(t, evidence.DLV)}
+	for name, m := range map[string][]byte{"no M": nil, "another M": []byte("other\r\n"), "M": w.m} {
+		_, err := mailfmt.DeliveryReceipt(mailfmt.Delivery{Head: w.head(sender), Exchange: w.exchange("s"), Evidence: mailfmt.Evidence{Notes: notes},
+			Form: mailfmt.ReceiptFull, Delivered: now, Method: "password", Message: m})
+		if (err == nil) != (name == "M") {
+			t.Errorf("%s: error %v", name, err)
 		}
 	}
 }
@@ -371,7 +393,7 @@ func TestReceiptRefusesInconsistentEvidence(t *testing.T) {
 	other.label[0] ^= 1
 	cop := w.note(t, evidence.COP)
 	ok := mailfmt.Receipt{Head: w.head(sender), Exchange: w.exchange("s"), Evidence: mailfmt.Evidence{Notes: []*evidence.Note{cop}, Bundle: w.bundle(t, cop)},
-		Form: mailfmt.ReceiptFull, Accepted: now, Message: w.m}
+		Form: mailfmt.ReceiptFull, Accepted: now}
 	if _, err := mailfmt.PostingReceipt(ok); err != nil {
 		t.Fatal(err)
 	}
@@ -381,8 +403,6 @@ func TestReceiptRefusesInconsistentEvidence(t *testing.T) {
 		"note of another content": func(r *mailfmt.Receipt) { r.Content = evidence.Sum([]byte("x")) },
 		"bundle of another label": func(r *mailfmt.Receipt) { r.Bundle = other.bundle(t, other.note(t, evidence.COP)) },
 		"bundle not a bundle":     func(r *mailfmt.Receipt) { r.Bundle = []byte("hello") },
-		"full without M":          func(r *mailfmt.Receipt) { r.Message = nil },
-		"full with another M":     func(r *mailfmt.Receipt) { r.Message = []byte("other\r\n") },
 		"no form":                 func(r *mailfmt.Receipt) { r.Form = "" },
 		"unknown form":            func(r *mailfmt.Receipt) { r.Form = "completa" },
 		"bad recipient":           func(r *mailfmt.Receipt) { r.Recipient = "bob" },

@@ -79,14 +79,16 @@ const (
 )
 
 // ReceiptForm is how much a receipt to the sender carries, after PEC's three forms of the
-// delivery receipt (ricevuta completa, breve, sintetica). certmail applies the form to the posting
-// receipt and to the delivery receipt. Every form carries the signed evidence (the notes and the
-// bundle) and the content hash H(M), which is what an arbiter needs.
+// delivery receipt (ricevuta completa, breve, sintetica). As in PEC, the posting receipt never
+// carries M: in the full and short forms it lists M's attachments, in the summary form not.
+// Every form carries the signed evidence (the notes and the bundle) and the content hash H(M),
+// which is what an arbiter needs.
 type ReceiptForm string
 
 const (
-	// ReceiptFull (PEC completa): also the stored message M itself, attached as
-	// message/rfc822 (message.eml), so the sender holds the exact bytes the hash covers.
+	// ReceiptFull (PEC completa): the delivery receipt also carries the stored message M
+	// itself, attached as message/rfc822 (message.eml), so the sender holds the exact bytes
+	// the hash covers, as delivered.
 	ReceiptFull ReceiptForm = "full"
 	// ReceiptShort (PEC breve): no copy of M; instead the list of its attachments, each with its
 	// size and SHA-256, so the sender can match the files it keeps against the hash-only receipt.

@@ -61,6 +61,23 @@ const (
 // maxLine is the longest line RFC 5322 2.1.1 allows, without its CRLF.
 const maxLine = 998
 
+// AttachmentsOf lists the attachments of a stored message M as ParseSubmission listed them
+// when M was accepted, for a mail composed later, such as a delivery receipt in the short form.
+func AttachmentsOf(m []byte) ([]Attachment, error) {
+	head, body := m, []byte(nil)
+	if i := bytes.Index(m, []byte(crlfcrlf)); i >= 0 {
+		head, body = m[:i+2], m[i+4:]
+	}
+	fields, err := parseFields(head, CodeHeader, "the message header")
+	if err == nil {
+		w := walker{lim: DefaultLimits()}
+		if err = w.entity(fields, body, 0, "", "text/plain"); err == nil {
+			return w.atts, nil
+		}
+	}
+	return nil, err
+}
+
 func parseSubmission(raw []byte, lim Limits, now time.Time, defaults Options) (*Submission, *Error) {
 	if len(raw) == 0 {
 		return nil, reject(CodeHeader, "the message is empty")

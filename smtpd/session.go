@@ -230,18 +230,19 @@ func (s *session) Data(r io.Reader) error {
 	// The envelope is authoritative: To and Cc are what recipients read, and may name fewer
 	// or other addresses (Bcc, lists), as in any mail.
 	ps, err := s.srv.ag.Submit(s.srv.ctx, agent.Submission{
-		Sender:     user,
-		Recipients: rcpts,
-		Message:    sub.Message,
-		Subject:    sub.Subject,
-		Protocol:   sub.Options.Mode,
-		Deadline:   sub.Options.Deadline,
-		Receipt:    string(sub.Options.Receipt),
-		Notify:     string(sub.Options.Notify),
-		Password:   sub.Options.Password,
-		Hint:       sub.Options.PasswordHint,
-		Client:     s.client,
-		MessageID:  sub.MessageID,
+		Sender:      user,
+		Recipients:  rcpts,
+		Message:     sub.Message,
+		Subject:     sub.Subject,
+		Protocol:    sub.Options.Mode,
+		Deadline:    sub.Options.Deadline,
+		Receipt:     string(sub.Options.Receipt),
+		Notify:      string(sub.Options.Notify),
+		Password:    sub.Options.Password,
+		Hint:        sub.Options.PasswordHint,
+		Client:      s.client,
+		MessageID:   sub.MessageID,
+		Attachments: sub.Attachments,
 	})
 	if err != nil {
 		return s.refuse(submitRefusal(err), user, "smtp message not certified")

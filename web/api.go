@@ -146,7 +146,7 @@ func (s *Server) apiSubmit(w http.ResponseWriter, r *http.Request) {
 	o := sub.Options
 	postings, err := s.ag.Submit(r.Context(), agent.Submission{Sender: u.Address, Recipients: rcpts, Message: sub.Message,
 		Subject: sub.Subject, Protocol: o.Mode, Deadline: o.Deadline, Receipt: string(o.Receipt), Notify: string(o.Notify),
-		Password: o.Password, Hint: o.PasswordHint, Client: clientIP(r), MessageID: sub.MessageID})
+		Password: o.Password, Hint: o.PasswordHint, Client: clientIP(r), MessageID: sub.MessageID, Attachments: sub.Attachments})
 	if err != nil {
 		s.apiError(w, r, err)
 		return

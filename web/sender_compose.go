@@ -228,7 +228,7 @@ func (s *Server) compose(w http.ResponseWriter, r *http.Request) {
 	o := sub.Options
 	postings, err := s.ag.Submit(r.Context(), agent.Submission{Sender: u.Address, Recipients: sub.Recipients, Message: sub.Message,
 		Subject: sub.Subject, Protocol: o.Mode, Deadline: o.Deadline, Receipt: string(o.Receipt), Notify: string(o.Notify),
-		Password: o.Password, Hint: o.PasswordHint, Client: clientIP(r)})
+		Password: o.Password, Hint: o.PasswordHint, Client: clientIP(r), Attachments: sub.Attachments})
 	if err != nil {
 		var ae *agent.Error
 		if errors.As(err, &ae) && ae.Kind == agent.KindInvalid {

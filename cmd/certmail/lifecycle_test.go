@@ -82,6 +82,11 @@ func TestLifecycleThroughTheBinary(t *testing.T) {
 	expiring := alice.send(t, "--to", "carol@example.org", "--subject", "the deadline", "--text", "Please sign.",
 		"--attach", attachment, "--deadline", "6s")
 	mx.wait(t, "carol@example.org", "pickup")
+	// The posting receipt (full form, the default) lists the attachment but carries no copy of M.
+	receipt := mx.wait(t, "alice@localhost", "X-Certmail-Kind: posting-receipt\r\nX-Certmail-Label: "+expiring)
+	if !strings.Contains(string(receipt), "lease.pdf:") || strings.Contains(string(receipt), "message/rfc822") {
+		t.Fatalf("the posting receipt:\n%s", receipt)
+	}
 	mx.wait(t, "alice@localhost", "(?i)not delivered")
 	if v := alice.verdict(t, expiring); !strings.Contains(v, "outcome not-delivered") {
 		t.Fatalf("deadline verdict:\n%s", v)
