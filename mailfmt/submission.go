@@ -172,8 +172,12 @@ func humanBytes(n int64) string {
 }
 
 // normalizeCRLF makes every line ending CRLF: CRLF stays, a lone CR or a lone LF becomes CRLF,
-// and a missing line ending at the end is added. Applying it twice changes nothing.
+// and a missing line ending at the end is added. Applying it twice changes nothing. CRLF text,
+// as SMTP's DATA always is, is returned as it is, not copied.
 func normalizeCRLF(b []byte) []byte {
+	if crlfText(b) {
+		return b
+	}
 	out := make([]byte, 0, len(b)+len(b)/64+2)
 	for len(b) > 0 {
 		i := bytes.IndexAny(b, "\r\n")

@@ -188,6 +188,25 @@ func TestParseSubmissionIdempotent(t *testing.T) {
 	}
 }
 
+// A Submission keeps nothing of the bytes it was parsed from, so that a caller may read the
+// next message into the same buffer (smtpd does): CRLF input, which is not copied to be
+// normalised, included.
+func TestParseSubmissionKeepsNoReferenceToItsInput(t *testing.T) {
+	for name, raw := range readFiles(t, "testdata/submissions/*.eml") {
+		s := parse(t, raw)
+		in := bytes.Clone(s.Message) // CRLF text
+		again := parse(t, in)
+		want := *again
+		want.Message = bytes.Clone(again.Message)
+		for i := range in {
+			in[i] = 'x'
+		}
+		if !bytes.Equal(again.Message, want.Message) || again.Subject != want.Subject || again.Options != want.Options {
+			t.Errorf("%s: overwriting the input changed the submission", name)
+		}
+	}
+}
+
 func TestParseSubmissionRejects(t *testing.T) {
 	long := strings.Repeat("x", 999)
 	// deep is a body of multiparts nested 20 deep, each properly closed.
