@@ -15,7 +15,6 @@
 package smtpd
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -77,9 +76,6 @@ type Server struct {
 	log      *slog.Logger
 	smtp     *smtp.Server
 	maxBytes int64 // cfg.Limits.MaxBytes, defaulted
-	// buffers holds the *bytes.Buffer a session reads DATA into, so that a message is read into
-	// room a previous one made rather than into a slice grown (and copied) step by step.
-	buffers sync.Pool
 
 	// ctx is cancelled by Close, aborting store work of sessions still running.
 	ctx      context.Context
@@ -258,15 +254,4 @@ func panicFrame(stack string) string {
 		}
 	}
 	return ""
-}
-
-// maxPooled is the largest DATA buffer kept for the next message: larger ones, for the rare
-// large message, go to the garbage collector.
-const maxPooled = 1 << 20
-
-// putBuffer keeps buf for the next session's DATA.
-func (s *Server) putBuffer(buf *bytes.Buffer) {
-	if buf.Cap() <= maxPooled {
-		s.buffers.Put(buf)
-	}
 }

@@ -1,7 +1,6 @@
 package smtpd
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -198,14 +197,7 @@ func (s *session) Data(r io.Reader) error {
 	defer s.srv.end()
 
 	// go-smtp reads on to the end of the data after an early return.
-	buf, _ := s.srv.buffers.Get().(*bytes.Buffer)
-	if buf == nil {
-		buf = new(bytes.Buffer)
-	}
-	defer s.srv.putBuffer(buf)
-	buf.Reset()
-	_, err := buf.ReadFrom(io.LimitReader(r, s.srv.maxBytes+1))
-	raw := buf.Bytes() // read only until Data returns: ParseSubmission copies what it keeps
+	raw, err := io.ReadAll(io.LimitReader(r, s.srv.maxBytes+1))
 	switch {
 	case errors.Is(err, smtp.ErrDataTooLarge) || err == nil && int64(len(raw)) > s.srv.maxBytes:
 		return s.notAccepted(refusal{reply(552, smtp.EnhancedCode{5, 3, 4}, fmt.Sprintf( // RFC 5321 4.5.3.1.9
