@@ -374,6 +374,16 @@ func (a *Agent) recordUnrecorded(ctx context.Context) (int, error) {
 		}
 		from, span = 0, span*2
 	}
+	// The log holds leaves only; the store finds notes by label and leaf. The entries to record
+	// are of notes the store has not recorded as logged, so those are matched by leaf.
+	var unlogged []store.Evidence
+	if err := a.st.View(ctx, func(tx store.Tx) (err error) { unlogged, err = tx.UnloggedEvidence(0); return err }); err != nil {
+		return 0, err
+	}
+	seqOf := make(map[evidence.Hash]int64, len(unlogged))
+	for _, e := range unlogged {
+		seqOf[e.Leaf] = e.Seq
+	}
 	recorded := 0
 	for start := from; start < size; start += backfillBatch {
 		end := min(start+backfillBatch, size)
@@ -384,23 +394,16 @@ func (a *Agent) recordUnrecorded(ctx context.Context) (int, error) {
 		err = a.st.Update(ctx, func(tx store.Tx) error {
 			for i, leaf := range leaves {
 				index := start + uint64(i)
-				e, err := tx.EvidenceByLeaf(leaf)
-				if errors.Is(err, store.ErrNotFound) {
-					a.logger().Warn("agent: the evidence log holds an entry the store has no note for", "index", index, "leaf", leaf)
+				seq, ok := seqOf[leaf]
+				if !ok {
+					// Already recorded (the note is in the log twice), or not stored at all.
+					a.logger().Warn("agent: the evidence log holds an entry the store has no unlogged note for", "index", index, "leaf", leaf)
 					continue
 				}
-				if err != nil {
+				if err := tx.SetLogIndex(seq, index); err != nil {
 					return err
 				}
-				if e.Logged {
-					if e.LogIndex != index {
-						a.logger().Warn("agent: a note is in the evidence log twice", "seq", e.Seq, "index", e.LogIndex, "again", index)
-					}
-					continue
-				}
-				if err := tx.SetLogIndex(e.Seq, index); err != nil {
-					return err
-				}
+				delete(seqOf, leaf)
 				recorded++
 			}
 			return nil
@@ -464,7 +467,7 @@ func (a *Agent) Prove(ctx context.Context, b *evidence.Bundle) error {
 	var indices []uint64
 	err := a.st.View(ctx, func(tx store.Tx) error {
 		for i, n := range b.Notes {
-			e, err := tx.EvidenceByLeaf(n.Leaf())
+			e, err := tx.EvidenceByLeaf(n.Record.Label, n.Leaf())
 			if errors.Is(err, store.ErrNotFound) {
 				continue
 			}

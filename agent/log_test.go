@@ -234,7 +234,7 @@ func TestRecoverLog(t *testing.T) {
 			t.Errorf("%d notes logged after recovery, want 43", n)
 		}
 		for _, leaf := range []evidence.Hash{appended.Leaf(), lost.Leaf()} {
-			e, err := tx.EvidenceByLeaf(leaf)
+			e, err := tx.EvidenceByLeaf(p.Label, leaf)
 			if err != nil {
 				return err
 			}

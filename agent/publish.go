@@ -78,7 +78,7 @@ func (a *Agent) Publish(ctx context.Context, sender string, request, keyNote []b
 		if err != nil {
 			return err
 		}
-		stored, err := tx.EvidenceByLeaf(n.Leaf())
+		stored, err := tx.EvidenceByLeaf(r.Label, n.Leaf())
 		if err != nil {
 			return err
 		}

@@ -69,8 +69,9 @@ type Tx interface {
 	AddEvidence(l evidence.Label, n *evidence.Note) (Evidence, error)
 	// Evidence lists the notes of a label in the order they were stored.
 	Evidence(l evidence.Label) ([]Evidence, error)
-	// EvidenceByLeaf finds a note by its leaf hash (any label).
-	EvidenceByLeaf(leaf evidence.Hash) (Evidence, error)
+	// EvidenceByLeaf finds a note by the label its record names (zero for a KEY record, which
+	// names none; then under whatever label it is stored) and its leaf hash.
+	EvidenceByLeaf(l evidence.Label, leaf evidence.Hash) (Evidence, error)
 	// SetPublished indexes the stored note seq (a PUB record) under the ciphertext hash it
 	// publishes a key for; ErrDuplicate when that hash has one already.
 	SetPublished(ciphertext evidence.Hash, seq int64) error

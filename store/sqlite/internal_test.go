@@ -241,7 +241,7 @@ func TestOpen(t *testing.T) {
 	if err := s.w.QueryRow("SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&versions, &latest); err != nil {
 		t.Fatal(err)
 	}
-	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 8 {
+	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 9 {
 		t.Errorf("schema_migrations: %d rows, latest %d; want %d", versions, latest, SchemaVersion())
 	}
 	if err := s.View(t.Context(), func(tx store.Tx) error { _, err := tx.Item(it.Label); return err }); err != nil {
@@ -359,7 +359,7 @@ func TestCorruptEvidenceIsAnError(t *testing.T) {
 		if ev, err := tx.Evidence(l); err == nil {
 			t.Errorf("Evidence of a damaged note: %d notes, no error", len(ev))
 		}
-		if _, err := tx.EvidenceByLeaf(n.Leaf()); err == nil || errors.Is(err, store.ErrNotFound) {
+		if _, err := tx.EvidenceByLeaf(n.Record.Label, n.Leaf()); err == nil || errors.Is(err, store.ErrNotFound) {
 			t.Errorf("EvidenceByLeaf of a damaged note: %v, want a corruption error", err)
 		}
 		return nil
@@ -422,7 +422,7 @@ func TestMigrateToLogIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.View(t.Context(), func(tx store.Tx) error {
-		e, err := tx.EvidenceByLeaf(n.Leaf())
+		e, err := tx.EvidenceByLeaf(n.Record.Label, n.Leaf())
 		if err == nil && (!e.Logged || e.LogIndex != 0) {
 			t.Errorf("after SetLogIndex: %+v", e)
 		}
@@ -431,4 +431,105 @@ func TestMigrateToLogIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Schema v9 copies the evidence table to drop its index by leaf alone: every note keeps its
+// sequence number, label and log index, and a note stored again is still a duplicate — a
+// labelled one under its label, a KEY record under any.
+func TestMigrateEvidenceToLabelAndLeaf(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "certmail.db")
+	if err := createFile(path); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", dsn(path, url.Values{"_journal_mode": {"WAL"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := storetest.NewFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, other := evidence.Label{9}, evidence.Label{10}
+	var notes []*evidence.Note
+	for _, typ := range []evidence.Type{evidence.COP, evidence.NTF, evidence.KEY} {
+		n, err := f.Note(l, typ, f.T0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		notes = append(notes, n)
+	}
+	stmts := []string{`CREATE TABLE schema_migrations (version INTEGER NOT NULL, applied BIGINT NOT NULL, CONSTRAINT schema_migrations_pkey PRIMARY KEY (version))`}
+	for v, m := range migrations[:8] {
+		stmts = append(append(stmts, m...), fmt.Sprintf(`INSERT INTO schema_migrations (version, applied) VALUES (%d, 0)`, v+1))
+	}
+	for _, s := range stmts {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, n := range notes {
+		label, index := any(l.String()), any(int64(i))
+		if n.Record.Type == evidence.KEY {
+			label = nil
+		}
+		if n.Record.Type == evidence.NTF {
+			index = nil // not logged yet
+		}
+		if _, err := db.Exec(`INSERT INTO evidence (seq, label, type, leaf, note, stored, log_index) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			10*(i+1), label, string(n.Record.Type), n.Leaf().String(), n.Bytes(), f.T0.UnixMilli(), index); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Update(t.Context(), func(tx store.Tx) error {
+		ev, err := tx.Evidence(l)
+		if err != nil {
+			return err
+		}
+		if len(ev) != 2 || ev[0].Seq != 10 || ev[0].Leaf != notes[0].Leaf() || !ev[0].Logged || ev[0].LogIndex != 0 ||
+			ev[1].Seq != 20 || ev[1].Leaf != notes[1].Leaf() || ev[1].Logged {
+			t.Errorf("the label's notes after migrating: %+v", ev)
+		}
+		key, err := tx.EvidenceByLeaf(evidence.Label{}, notes[2].Leaf())
+		if err != nil || key.Seq != 30 || !key.Logged || key.LogIndex != 2 {
+			t.Errorf("the KEY record after migrating: %+v, %v", key, err)
+		}
+		if _, err := tx.AddEvidence(l, notes[0]); !errors.Is(err, store.ErrDuplicate) {
+			t.Errorf("the COP again: %v, want ErrDuplicate", err)
+		}
+		if _, err := tx.AddEvidence(other, notes[2]); !errors.Is(err, store.ErrDuplicate) {
+			t.Errorf("the KEY record again, under a label: %v, want ErrDuplicate", err)
+		}
+		e, err := tx.AddEvidence(other, mustNote(t, f, other))
+		if err == nil && e.Seq <= 30 {
+			t.Errorf("a new note after migrating is stored as %d", e.Seq)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leafAlone int
+	if err := s.w.QueryRow(`SELECT COUNT(*) FROM pragma_index_list('evidence') AS il
+		WHERE (SELECT group_concat(name) FROM pragma_index_info(il.name)) = 'leaf' AND il.partial = 0`).Scan(&leafAlone); err != nil {
+		t.Fatal(err)
+	}
+	if leafAlone != 0 {
+		t.Errorf("%d indexes of evidence by leaf alone after migrating", leafAlone)
+	}
+}
+
+func mustNote(t *testing.T, f *storetest.Fixture, l evidence.Label) *evidence.Note {
+	t.Helper()
+	n, err := f.Note(l, evidence.COP, f.T0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -14,7 +14,7 @@ import (
 // PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
 // Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
 // sorts before every real time, so a zero NextAttempt is due at once.
-var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8}
+var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8, schemaV9}
 
 var schemaV1 = []string{
 	`CREATE TABLE users (
@@ -147,6 +147,32 @@ var schemaV7 = []string{
 var schemaV8 = []string{
 	`ALTER TABLE outbound_data ADD COLUMN message TEXT`,
 	`ALTER TABLE outbound_data ADD COLUMN message_at BIGINT NOT NULL DEFAULT 0`,
+}
+
+// schemaV9 drops the index of notes by leaf hash alone, whose keys are random: each note
+// written changed a page of its own in it, which the write-ahead log and then the checkpoint
+// wrote out, once the index outgrew a commit (BENCHMARKS.md). A note's text names its label,
+// so (label, leaf) is as unique, and sorts in the order labels are made. KEY records name no
+// label and stay unique by leaf in an index of their own. SQLite cannot drop a table's
+// constraint, so the table is copied, in the one transaction of the migration.
+var schemaV9 = []string{
+	`CREATE TABLE evidence_v9 (
+		seq       INTEGER PRIMARY KEY,
+		label     TEXT,
+		type      TEXT   NOT NULL,
+		leaf      TEXT   NOT NULL,
+		note      BLOB   NOT NULL,
+		stored    BIGINT NOT NULL,
+		log_index BIGINT
+	)`,
+	`INSERT INTO evidence_v9 (seq, label, type, leaf, note, stored, log_index)
+		SELECT seq, label, type, leaf, note, stored, log_index FROM evidence ORDER BY seq`,
+	`DROP TABLE evidence`,
+	`ALTER TABLE evidence_v9 RENAME TO evidence`,
+	`CREATE INDEX evidence_label_seq ON evidence (label, seq)`,
+	`CREATE UNIQUE INDEX evidence_log_index_key ON evidence (log_index)`,
+	`CREATE UNIQUE INDEX evidence_label_leaf_key ON evidence (label, leaf)`,
+	`CREATE UNIQUE INDEX evidence_key_leaf_key ON evidence (leaf) WHERE type = 'KEY'`,
 }
 
 // SchemaVersion is the schema version this code writes.

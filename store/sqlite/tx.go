@@ -415,8 +415,13 @@ func (t *tx) Evidence(l evidence.Label) ([]store.Evidence, error) {
 	return ev, nil
 }
 
-func (t *tx) EvidenceByLeaf(leaf evidence.Hash) (store.Evidence, error) {
-	e, err := one(t.q.QueryRowContext(t.ctx, `SELECT `+evidenceColumns+` FROM evidence WHERE leaf = ?`, leaf.String()), scanEvidence)
+func (t *tx) EvidenceByLeaf(l evidence.Label, leaf evidence.Hash) (store.Evidence, error) {
+	// The conditions are those of the unique indexes (schema v9).
+	q, args := `SELECT `+evidenceColumns+` FROM evidence WHERE label = ? AND leaf = ?`, []any{l.String(), leaf.String()}
+	if l.IsZero() {
+		q, args = `SELECT `+evidenceColumns+` FROM evidence WHERE type = 'KEY' AND leaf = ?`, []any{leaf.String()}
+	}
+	e, err := one(t.q.QueryRowContext(t.ctx, q, args...), scanEvidence)
 	if err != nil {
 		return store.Evidence{}, fmt.Errorf("store: evidence by leaf %s: %w", leaf, err)
 	}

@@ -525,7 +525,7 @@ func absent(t *testing.T, s store.Store, l evidence.Label, leaf evidence.Hash) {
 		if ev, err := tx.Evidence(l); err != nil || len(ev) != 0 {
 			t.Errorf("evidence of a failed Update: %d notes, error %v", len(ev), err)
 		}
-		if _, err := tx.EvidenceByLeaf(leaf); !errors.Is(err, store.ErrNotFound) {
+		if _, err := tx.EvidenceByLeaf(l, leaf); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("EvidenceByLeaf of a failed Update: %v, want ErrNotFound", err)
 		}
 		if tm, err := tx.Timers(l); err != nil || len(tm) != 0 {
@@ -766,7 +766,7 @@ func testEvidence(t *testing.T, s store.Store, f *Fixture) {
 		}
 		same(t, "Evidence(l2)", ev, []store.Evidence{added[1], added[5]})
 		for i, n := range notes {
-			e, err := tx.EvidenceByLeaf(n.Leaf())
+			e, err := tx.EvidenceByLeaf(n.Record.Label, n.Leaf())
 			if err != nil {
 				return err
 			}
@@ -775,8 +775,17 @@ func testEvidence(t *testing.T, s store.Store, f *Fixture) {
 				t.Errorf("stored note does not parse: %v", err)
 			}
 		}
-		_, err = tx.EvidenceByLeaf(evidence.Sum([]byte("no such note")))
+		_, err = tx.EvidenceByLeaf(l1, evidence.Sum([]byte("no such note")))
 		wantErr(t, "EvidenceByLeaf of an unknown leaf", err, store.ErrNotFound)
+		_, err = tx.EvidenceByLeaf(evidence.Label{}, evidence.Sum([]byte("no such key")))
+		wantErr(t, "EvidenceByLeaf of an unknown KEY record", err, store.ErrNotFound)
+		wrong := map[evidence.Label]evidence.Label{l1: l2, l2: l1}
+		for _, n := range notes {
+			if w, ok := wrong[n.Record.Label]; ok {
+				_, err = tx.EvidenceByLeaf(w, n.Leaf())
+				wantErr(t, "EvidenceByLeaf under another label", err, store.ErrNotFound)
+			}
+		}
 		ev, err = tx.Evidence(newLabel(t, f))
 		if err != nil || len(ev) != 0 {
 			t.Errorf("Evidence of an unknown label: %d notes, error %v; want none and no error", len(ev), err)
@@ -813,7 +822,7 @@ func testEvidence(t *testing.T, s store.Store, f *Fixture) {
 		t.Errorf("AddEvidence of an empty note: no error")
 	}
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.EvidenceByLeaf(stray.Leaf())
+		_, err := tx.EvidenceByLeaf(stray.Record.Label, stray.Leaf())
 		wantErr(t, "EvidenceByLeaf of a refused note", err, store.ErrNotFound)
 		return nil
 	})
@@ -862,7 +871,7 @@ func testPublished(t *testing.T, s store.Store, f *Fixture) {
 			return err
 		}
 		same(t, "published note after the duplicate", string(e.Note), string(pub.Bytes()))
-		_, err = tx.EvidenceByLeaf(other.Leaf())
+		_, err = tx.EvidenceByLeaf(other.Record.Label, other.Leaf())
 		wantErr(t, "the duplicate's note", err, store.ErrNotFound)
 		return nil
 	})
@@ -930,7 +939,7 @@ func testEvidenceLog(t *testing.T, s store.Store, f *Fixture) {
 		}
 		same(t, "Evidence with log indices", ev, []store.Evidence{added[0], added[2], added[3]})
 		for _, e := range added {
-			got, err := tx.EvidenceByLeaf(e.Leaf)
+			got, err := tx.EvidenceByLeaf(e.Label, e.Leaf)
 			if err != nil {
 				return err
 			}
