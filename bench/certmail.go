@@ -172,7 +172,7 @@ func (c *certmail) point(ctx context.Context, source string, sk *sink, size, con
 	if err := sk.waitFor(ctx, 10*time.Minute, "certmail's notifications", func() bool { return sk.notifications >= baseN+n }); err != nil {
 		return Point{}, err
 	}
-	if err := c.waitLog(ctx, baseLog+n); err != nil {
+	if err := c.waitLog(ctx, baseLog+notesPerMessage*n); err != nil {
 		return Point{}, err
 	}
 	p := Point{Server: "certmail", Size: size, Concurrency: conc, Messages: n, Elapsed: time.Since(start), Acked: acked}
@@ -228,6 +228,10 @@ func metricValue(text, name string) (float64, bool) {
 	}
 	return sum, found
 }
+
+// notesPerMessage is what the log gets for each message to the sink: the COP, and the NTF signed
+// when the notification is taken.
+const notesPerMessage = 2
 
 // waitLog waits until the log metric reaches want; at once when the agent has no log.
 func (c *certmail) waitLog(ctx context.Context, want int) error {

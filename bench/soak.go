@@ -119,7 +119,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	waitErr := sink.waitFor(ctx, 10*time.Minute, "the soak's notifications", func() bool { return sink.notifications >= baseN+r.Acked })
 	r.Notified, _ = sink.counts()
 	r.Notified -= baseN
-	if err := cm.waitLog(ctx, baseLog+r.Acked); err != nil && waitErr == nil {
+	if err := cm.waitLog(ctx, baseLog+notesPerMessage*r.Acked); err != nil && waitErr == nil {
 		waitErr = err
 	}
 	logged, _ := cm.logCount(ctx)
@@ -160,7 +160,8 @@ func (r *SoakReport) Write(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %.0f | %v | %d | %.1f | %d | %d |\n", s.At.Round(time.Second), s.Done, s.P99.Round(time.Millisecond),
 			s.Errors, float64(s.RSS)/(1<<20), s.Goroutines, s.FDs)
 	}
-	fmt.Fprintf(w, "\nacknowledged %d, notified %d, notes logged %d: %d lost\n", r.Acked, r.Notified, r.Logged, max(r.Acked-r.Notified, 0))
+	fmt.Fprintf(w, "\nacknowledged %d, notified %d, notes logged %d: %d notifications and %d notes lost\n", r.Acked, r.Notified, r.Logged,
+		max(r.Acked-r.Notified, 0), max(notesPerMessage*r.Acked-r.Logged, 0))
 	if n := len(r.Samples); n >= 3 {
 		first, last := r.Samples[n/3], r.Samples[n-1]
 		fmt.Fprintf(w, "from %s to the end: RSS %+.0f %%, goroutines %+d, open files %+d\n", first.At.Round(time.Second),
