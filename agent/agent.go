@@ -100,10 +100,10 @@ func New(id *protocol.Identity, st store.Store, blobs store.Blobs, mails Mails, 
 	return a
 }
 
-// message returns the stored message h: from the store, or, for an item a data directory of an
-// earlier version holds, from its blob files.
-func (a *Agent) message(ctx context.Context, h evidence.Hash) ([]byte, error) {
-	b, err := a.body(ctx, h)
+// message returns the stored message of item it: from the store, or, for an item a data
+// directory of an earlier version holds, from its blob files.
+func (a *Agent) message(ctx context.Context, it store.Item) ([]byte, error) {
+	b, err := a.body(ctx, it)
 	return b.m, err
 }
 
@@ -115,12 +115,12 @@ type body struct {
 	stored bool
 }
 
-// body reads the stored message h, as message does.
-func (a *Agent) body(ctx context.Context, h evidence.Hash) (body, error) {
+// body reads the stored message of item it, as message does.
+func (a *Agent) body(ctx context.Context, it store.Item) (body, error) {
 	var m []byte
-	err := a.st.View(ctx, func(tx store.Tx) (err error) { m, err = tx.Message(h); return err })
+	err := a.st.View(ctx, func(tx store.Tx) (err error) { m, err = tx.Message(it.Content, it.Submitted); return err })
 	if errors.Is(err, store.ErrNotFound) && a.blobs != nil {
-		m, err = a.blobs.Get(ctx, h)
+		m, err = a.blobs.Get(ctx, it.Content)
 		return body{m: m}, err
 	}
 	return body{m: m, stored: err == nil}, err
@@ -278,7 +278,7 @@ func (a *Agent) Bundle(ctx context.Context, l evidence.Label, message bool) (*ev
 		return nil, err
 	}
 	if message && !it.Label.IsZero() {
-		m, err := a.message(ctx, it.Content)
+		m, err := a.message(ctx, it)
 		if err != nil {
 			return nil, fmt.Errorf("agent: message of %s: %w", l, err)
 		}

@@ -302,7 +302,7 @@ func (a *Agent) takeRelay(ctx context.Context, m *relay.Mail) error {
 		it.TokenHash = th
 	}
 	return a.update(ctx, func(tx store.Tx) error {
-		if err := tx.PutMessage(cop.Content, m.Message); err != nil {
+		if err := tx.PutMessage(cop.Content, it.Submitted, m.Message); err != nil {
 			return err
 		}
 		if err := tx.InsertItem(it); err != nil {
@@ -416,7 +416,7 @@ func (a *Agent) messageOf(ctx context.Context, l evidence.Label, from, role stri
 	if err := a.st.View(ctx, func(tx store.Tx) (err error) { it, err = itemFrom(tx, l, from, role); return err }); err != nil {
 		return body{}, err
 	}
-	b, err := a.body(ctx, it.Content)
+	b, err := a.body(ctx, it)
 	if err != nil {
 		return body{}, fmt.Errorf("agent: message of %s: %w", l, err)
 	}

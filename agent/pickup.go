@@ -307,7 +307,7 @@ func (a *Agent) Content(ctx context.Context, tok, client string) ([]byte, Pickup
 	if it.State != store.StateDelivered {
 		return nil, PickupView{}, refuse(KindForbidden, "the content is released only after you accept the message")
 	}
-	m, err := a.message(ctx, it.Content)
+	m, err := a.message(ctx, it)
 	if err != nil {
 		return nil, PickupView{}, fmt.Errorf("agent: content of %s: %w", it.Label, err)
 	}

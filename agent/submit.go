@@ -85,7 +85,7 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 		return nil, err
 	}
 	err = a.update(ctx, func(tx store.Tx) error {
-		if err := tx.PutMessage(content, s.Message); err != nil {
+		if err := tx.PutMessage(content, now, s.Message); err != nil {
 			return err
 		}
 		for _, p := range posts {
@@ -351,7 +351,7 @@ func (a *Agent) receipt(tx store.Tx, it store.Item, kind ReceiptKind, n *evidenc
 		// A full receipt carries M verbatim: the store keeps it without, and puts M back
 		// from the stored body when it is sent.
 		if at := bytes.Index(data, m.m); at >= 0 {
-			out.Message, out.MessageAt = it.Content, at
+			out.Message, out.MessageTime, out.MessageAt = it.Content, it.Submitted, at
 		}
 	}
 	_, err = tx.Enqueue(out)
@@ -365,7 +365,7 @@ func (a *Agent) receiptBody(ctx context.Context, it store.Item) (body, error) {
 	if it.Receipt == string(mailfmt.ReceiptSummary) {
 		return body{}, nil
 	}
-	b, err := a.body(ctx, it.Content)
+	b, err := a.body(ctx, it)
 	if err != nil {
 		return body{}, fmt.Errorf("agent: message of %s for its delivery receipt: %w", it.Label, err)
 	}

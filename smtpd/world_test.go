@@ -94,11 +94,11 @@ type countingTx struct {
 	f *faultyStore
 }
 
-func (c countingTx) PutMessage(h evidence.Hash, data []byte) error {
+func (c countingTx) PutMessage(h evidence.Hash, at time.Time, data []byte) error {
 	if c.f.full.Load() {
 		return fmt.Errorf("store: put message %s: %w", h, &fs.PathError{Op: "write", Path: "certmail.db-wal", Err: syscall.ENOSPC})
 	}
-	return c.Tx.PutMessage(h, data)
+	return c.Tx.PutMessage(h, at, data)
 }
 
 func (c countingTx) InsertItem(it store.Item) error {
@@ -332,7 +332,7 @@ func (w *world) checkCertified(t testing.TB, reply string, m []byte, rcpts ...st
 				n.Record.Content, n.Record.Sender, n.Record.Recipient, evidence.Sum(m))
 		}
 		var stored []byte
-		err = w.st.View(context.Background(), func(tx store.Tx) (err error) { stored, err = tx.Message(it.Content); return err })
+		err = w.st.View(context.Background(), func(tx store.Tx) (err error) { stored, err = tx.Message(it.Content, it.Submitted); return err })
 		if err != nil || !bytes.Equal(stored, m) {
 			t.Errorf("stored message of %s (%v):\n%q\nwant\n%q", l, err, stored, m)
 		}

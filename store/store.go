@@ -56,13 +56,16 @@ type Tx interface {
 	// they were inserted.
 	ItemsBySubmission(submission string) ([]Item, error)
 
-	// PutMessage stores a message body under its SHA-256 h, in the step that makes its items
-	// exist, so that one commit makes both durable. Storing the same bytes again is a no-op. h
-	// must be data's hash: bytes stored under another name are found by Message (ErrCorrupt).
-	PutMessage(h evidence.Hash, data []byte) error
-	// Message returns the body stored under h: ErrNotFound when there is none, ErrCorrupt when
-	// what is stored does not hash to h.
-	Message(h evidence.Hash) ([]byte, error)
+	// PutMessage stores a message body under its SHA-256 h and the time at which its items
+	// were submitted (Item.Submitted), in the step that makes them exist, so that one commit
+	// makes both durable: the store keeps bodies in the order of at, which a hash alone has
+	// not. Storing the same bytes at the same time again is a no-op. h must be data's hash:
+	// bytes stored under another name are found by Message (ErrCorrupt).
+	PutMessage(h evidence.Hash, at time.Time, data []byte) error
+	// Message returns the body stored under h and at (a body stored by an earlier version, under
+	// h alone, is found whatever at): ErrNotFound when there is none, ErrCorrupt when what is
+	// stored does not hash to h.
+	Message(h evidence.Hash, at time.Time) ([]byte, error)
 
 	// AddEvidence appends a signed note to the item's evidence (l is zero for KEY records);
 	// ErrDuplicate when the same note (same leaf) is stored already.
@@ -205,10 +208,12 @@ type Outbound struct {
 	From  string         // envelope sender
 	To    string         // envelope recipient
 	Data  []byte         // the whole RFC 5322 message
-	// Message, when set, names a stored message body (Tx.PutMessage) that Data carries
-	// verbatim at byte MessageAt, as a full receipt does: the store keeps Data without it and
-	// puts it back when the mail is read, so that the body is not written twice.
+	// Message, when set, names a stored message body (Tx.PutMessage's h and at: Message and
+	// MessageTime) that Data carries verbatim at byte MessageAt, as a full receipt does: the
+	// store keeps Data without it and puts it back when the mail is read, so that the body is
+	// not written twice.
 	Message     evidence.Hash
+	MessageTime time.Time
 	MessageAt   int
 	State       OutboundState
 	Attempts    int

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -241,7 +242,7 @@ func TestOpen(t *testing.T) {
 	if err := s.w.QueryRow("SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&versions, &latest); err != nil {
 		t.Fatal(err)
 	}
-	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 9 {
+	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 10 {
 		t.Errorf("schema_migrations: %d rows, latest %d; want %d", versions, latest, SchemaVersion())
 	}
 	if err := s.View(t.Context(), func(tx store.Tx) error { _, err := tx.Item(it.Label); return err }); err != nil {
@@ -532,4 +533,50 @@ func mustNote(t *testing.T, f *storetest.Fixture, l evidence.Label) *evidence.No
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Bodies stored before schema v10 are keyed by their hash alone: Message finds one whatever the
+// time it is asked for, and a mail enqueued to carry it is stored without it and read back whole.
+func TestMessagesOfAnEarlierSchema(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "certmail.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	body := []byte("From: a@a.example\r\n\r\nstored by an earlier version\r\n")
+	h, at := evidence.Sum(body), time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	if _, err := s.w.Exec(`INSERT INTO messages (key, data) VALUES (?, ?)`, h.String(), body); err != nil {
+		t.Fatal(err)
+	}
+	mail := append([]byte("Subject: your receipt\r\n\r\n"), body...)
+	err = s.Update(t.Context(), func(tx store.Tx) error {
+		got, err := tx.Message(h, at)
+		if err != nil || !bytes.Equal(got, body) {
+			t.Errorf("Message of an earlier version's body: %q, %v", got, err)
+		}
+		_, err = tx.Enqueue(store.Outbound{Kind: "delivery-receipt", To: "a@a.example", Data: mail, Message: h, MessageTime: at,
+			MessageAt: len(mail) - len(body), NextAttempt: at, Created: at, Updated: at})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []byte
+	var key string
+	if err := s.w.QueryRow(`SELECT data, message FROM outbound_data`).Scan(&kept, &key); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(kept, body) || key != h.String() {
+		t.Errorf("the stored mail: %q, carrying %q", kept, key)
+	}
+	err = s.View(t.Context(), func(tx store.Tx) error {
+		due, err := tx.DueOutbound(at, 0)
+		if err == nil && (len(due) != 1 || !bytes.Equal(due[0].Data, mail)) {
+			t.Errorf("the mail read back: %+v", due)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

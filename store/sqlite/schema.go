@@ -14,7 +14,7 @@ import (
 // PostgreSQL); it is only relied on to grow, and rows of evidence and items are never deleted.
 // Times are BIGINT Unix milliseconds; the zero time is stored as its own value (year 1), which
 // sorts before every real time, so a zero NextAttempt is due at once.
-var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8, schemaV9}
+var migrations = [][]string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8, schemaV9, schemaV10}
 
 var schemaV1 = []string{
 	`CREATE TABLE users (
@@ -173,6 +173,14 @@ var schemaV9 = []string{
 	`CREATE UNIQUE INDEX evidence_log_index_key ON evidence (log_index)`,
 	`CREATE UNIQUE INDEX evidence_label_leaf_key ON evidence (label, leaf)`,
 	`CREATE UNIQUE INDEX evidence_key_leaf_key ON evidence (leaf) WHERE type = 'KEY'`,
+}
+
+// schemaV10 keys message bodies by the time their items were submitted and then their hash
+// (bodyKey), for the reason of schemaV9: a hash alone is a random key. Bodies already stored
+// keep their hash as key, which bodyKey never begins with a time for; outbound_data.message
+// holds the key of the body a mail carries.
+var schemaV10 = []string{
+	`ALTER TABLE messages RENAME COLUMN hash TO key`,
 }
 
 // SchemaVersion is the schema version this code writes.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	msqlite "modernc.org/sqlite"
@@ -21,9 +23,9 @@ type tx struct {
 	ctx      context.Context
 	q        querier
 	readOnly bool
-	// put is the length of each message body this transaction inserted, which withoutMessage
-	// then need not read back.
-	put map[evidence.Hash]int
+	// put is the length of each message body this transaction inserted, by key, which
+	// withoutMessage then need not read back.
+	put map[string]int
 }
 
 // querier is what a tx runs its statements on: a *sql.Tx for View, a guard for Update.
@@ -174,28 +176,59 @@ func one[T any](row *sql.Row, scan func(scanner) (T, error)) (T, error) {
 
 // Messages
 
-func (t *tx) PutMessage(h evidence.Hash, data []byte) error {
+// bodyKey is the key of the body h stored at at (schema v10): at as 12 hexadecimal digits of
+// Unix milliseconds, then h, so that bodies are added in the order they are stored; a hash
+// alone, a random key, put each body in a page of its own in the index. Bodies stored by
+// earlier versions, and any stored at the zero time, have h alone as their key.
+func bodyKey(h evidence.Hash, at time.Time) string {
+	ms := msec(at)
+	if at.IsZero() || ms < 0 || ms >= 1<<48 {
+		return h.String()
+	}
+	return fmt.Sprintf("%012x", ms) + h.String()
+}
+
+// parseBodyKey is the hash and time of a bodyKey.
+func parseBodyKey(key string) (evidence.Hash, time.Time, error) {
+	if len(key) > 12 && !strings.HasPrefix(key, "sha256:") {
+		ms, err := strconv.ParseUint(key[:12], 16, 48)
+		if err != nil {
+			return evidence.Hash{}, time.Time{}, fmt.Errorf("message key %q: %w", key, err)
+		}
+		h, err := evidence.ParseHash(key[12:])
+		return h, fromMsec(int64(ms)), err
+	}
+	h, err := evidence.ParseHash(key)
+	return h, time.Time{}, err
+}
+
+func (t *tx) PutMessage(h evidence.Hash, at time.Time, data []byte) error {
 	// h is not checked here, in the writer that runs every caller's statements in turn: the
 	// caller hashed data, and Message checks what it reads.
 	if data == nil {
 		data = []byte{}
 	}
-	res, err := t.exec(`INSERT INTO messages (hash, data) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, h.String(), data)
+	key := bodyKey(h, at)
+	res, err := t.exec(`INSERT INTO messages (key, data) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, key, data)
 	if err != nil {
 		return fmt.Errorf("store: put message %s: %w", h, err)
 	}
 	if n, err := res.RowsAffected(); err == nil && n == 1 { // stored as given, not there before
 		if t.put == nil {
-			t.put = map[evidence.Hash]int{}
+			t.put = map[string]int{}
 		}
-		t.put[h] = len(data)
+		t.put[key] = len(data)
 	}
 	return nil
 }
 
-func (t *tx) Message(h evidence.Hash) ([]byte, error) {
+func (t *tx) Message(h evidence.Hash, at time.Time) ([]byte, error) {
 	var data []byte
-	err := t.q.QueryRowContext(t.ctx, `SELECT data FROM messages WHERE hash = ?`, h.String()).Scan(&data)
+	key := bodyKey(h, at)
+	err := t.q.QueryRowContext(t.ctx, `SELECT data FROM messages WHERE key = ?`, key).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) && key != h.String() { // stored by an earlier version
+		err = t.q.QueryRowContext(t.ctx, `SELECT data FROM messages WHERE key = ?`, h.String()).Scan(&data)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}
@@ -564,8 +597,8 @@ func scanOutbound(sc scanner) (store.Outbound, error) {
 		return store.Outbound{}, err
 	}
 	l, err := labelCol(label)
-	if err == nil {
-		m.Message, err = hashCol(message)
+	if err == nil && message.Valid {
+		m.Message, m.MessageTime, err = parseBodyKey(message.String)
 	}
 	if err == nil && (m.MessageAt < 0 || m.MessageAt > len(m.Data)) {
 		err = fmt.Errorf("message at %d of %d bytes", m.MessageAt, len(m.Data))
@@ -589,13 +622,15 @@ func (t *tx) Enqueue(m store.Outbound) (store.Outbound, error) {
 		next_attempt, last_error, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		labelArg(m.Label), m.Kind, m.From, m.To, string(m.State), m.Attempts,
 		msec(m.NextAttempt), m.LastError, msec(m.Created), msec(m.Updated))
-	data := m.Data
+	data, key := m.Data, any(nil)
 	if err == nil && !m.Message.IsZero() {
-		data, err = t.withoutMessage(m)
+		var k string
+		k, data, err = t.withoutMessage(m)
+		key = k
 	}
 	if err == nil {
 		_, err = t.exec(`INSERT INTO outbound_data (id, data, message, message_at) VALUES (?, ?, ?, ?)`,
-			id, data, hashArg(m.Message), m.MessageAt)
+			id, data, key, m.MessageAt)
 	}
 	if err != nil {
 		return store.Outbound{}, fmt.Errorf("store: enqueue %s for %s: %w", m.Kind, m.To, err)
@@ -605,23 +640,29 @@ func (t *tx) Enqueue(m store.Outbound) (store.Outbound, error) {
 	return m, nil
 }
 
-// withoutMessage is m's data without the stored body m.Message at m.MessageAt.
-func (t *tx) withoutMessage(m store.Outbound) ([]byte, error) {
-	n, ok := t.put[m.Message]
+// withoutMessage is m's data without the stored body m.Message at m.MessageAt, and the key
+// the body is stored under.
+func (t *tx) withoutMessage(m store.Outbound) (string, []byte, error) {
+	key := bodyKey(m.Message, m.MessageTime)
+	n, ok := t.put[key]
 	var err error
 	if !ok {
-		err = t.q.QueryRowContext(t.ctx, `SELECT length(data) FROM messages WHERE hash = ?`, m.Message.String()).Scan(&n)
+		err = t.q.QueryRowContext(t.ctx, `SELECT length(data) FROM messages WHERE key = ?`, key).Scan(&n)
+		if errors.Is(err, sql.ErrNoRows) && key != m.Message.String() { // stored by an earlier version
+			key = m.Message.String()
+			err = t.q.QueryRowContext(t.ctx, `SELECT length(data) FROM messages WHERE key = ?`, key).Scan(&n)
+		}
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("message %s: %w", m.Message, err)
+		return "", nil, fmt.Errorf("message %s: %w", m.Message, err)
 	}
 	if m.MessageAt < 0 || m.MessageAt+n > len(m.Data) {
-		return nil, fmt.Errorf("message %s of %d bytes at %d lies outside the mail's %d", m.Message, n, m.MessageAt, len(m.Data))
+		return "", nil, fmt.Errorf("message %s of %d bytes at %d lies outside the mail's %d", m.Message, n, m.MessageAt, len(m.Data))
 	}
-	return append(m.Data[:m.MessageAt:m.MessageAt], m.Data[m.MessageAt+n:]...), nil
+	return key, append(m.Data[:m.MessageAt:m.MessageAt], m.Data[m.MessageAt+n:]...), nil
 }
 
 // withMessages puts back into each mail the stored body it was kept without (Enqueue).
@@ -631,7 +672,7 @@ func (t *tx) withMessages(ms []store.Outbound) error {
 			continue
 		}
 		var body []byte
-		err := t.q.QueryRowContext(t.ctx, `SELECT data FROM messages WHERE hash = ?`, m.Message.String()).Scan(&body)
+		err := t.q.QueryRowContext(t.ctx, `SELECT data FROM messages WHERE key = ?`, bodyKey(m.Message, m.MessageTime)).Scan(&body)
 		if errors.Is(err, sql.ErrNoRows) {
 			err = store.ErrNotFound
 		}

@@ -168,8 +168,9 @@ func labels(items []store.Item) []evidence.Label {
 	return out
 }
 
-// testMessages: a body is stored with its items' step, read back whole, stored once however
-// often it is put, found corrupt under a name it does not hash to, and rolled back with its step.
+// testMessages: a body is stored with its items' step, read back whole by its hash and time,
+// stored once however often it is put, found corrupt under a name it does not hash to, and
+// rolled back with its step.
 func testMessages(t *testing.T, s store.Store, f *Fixture) {
 	big := make([]byte, 1<<20+17)
 	for i := range big {
@@ -179,7 +180,7 @@ func testMessages(t *testing.T, s store.Store, f *Fixture) {
 	update(t, s, func(tx store.Tx) error {
 		for _, m := range bodies {
 			for range 2 {
-				if err := tx.PutMessage(evidence.Sum(m), m); err != nil {
+				if err := tx.PutMessage(evidence.Sum(m), f.T0, m); err != nil {
 					return err
 				}
 			}
@@ -188,7 +189,7 @@ func testMessages(t *testing.T, s store.Store, f *Fixture) {
 	})
 	view(t, s, func(tx store.Tx) error {
 		for _, m := range bodies {
-			got, err := tx.Message(evidence.Sum(m))
+			got, err := tx.Message(evidence.Sum(m), f.T0)
 			if err != nil {
 				return err
 			}
@@ -196,27 +197,29 @@ func testMessages(t *testing.T, s store.Store, f *Fixture) {
 				t.Errorf("Message of %d bytes: got %d bytes back", len(m), len(got))
 			}
 		}
-		_, err := tx.Message(evidence.Sum([]byte("never put")))
+		_, err := tx.Message(evidence.Sum([]byte("never put")), f.T0)
 		wantErr(t, "Message never put", err, store.ErrNotFound)
+		_, err = tx.Message(evidence.Sum(bodies[0]), f.T0.Add(time.Millisecond))
+		wantErr(t, "Message at another time", err, store.ErrNotFound)
 		return nil
 	})
 	misnamed := evidence.Sum([]byte("the name of other bytes"))
-	update(t, s, func(tx store.Tx) error { return tx.PutMessage(misnamed, []byte("another body")) })
+	update(t, s, func(tx store.Tx) error { return tx.PutMessage(misnamed, f.T0, []byte("another body")) })
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.Message(misnamed)
+		_, err := tx.Message(misnamed, f.T0)
 		wantErr(t, "Message stored under the hash of other bytes", err, store.ErrCorrupt)
 		return nil
 	})
 	rolled := []byte("stored by a step that failed")
 	err := s.Update(t.Context(), func(tx store.Tx) error {
-		if err := tx.PutMessage(evidence.Sum(rolled), rolled); err != nil {
+		if err := tx.PutMessage(evidence.Sum(rolled), f.T0, rolled); err != nil {
 			return err
 		}
 		return errBoom
 	})
 	wantErr(t, "Update that fails after PutMessage", err, errBoom)
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.Message(evidence.Sum(rolled))
+		_, err := tx.Message(evidence.Sum(rolled), f.T0)
 		wantErr(t, "Message of a failed step", err, store.ErrNotFound)
 		return nil
 	})
@@ -245,14 +248,14 @@ func testOutboundCarryingAMessage(t *testing.T, s store.Store, f *Fixture) {
 		it := f.Item(newLabel(t, f), f.T0)
 		ls = append(ls, it.Label)
 		update(t, s, func(tx store.Tx) error {
-			if err := tx.PutMessage(h, body); err != nil {
+			if err := tx.PutMessage(h, f.T0, body); err != nil {
 				return err
 			}
 			if err := tx.InsertItem(it); err != nil {
 				return err
 			}
 			_, err := tx.Enqueue(store.Outbound{Label: it.Label, Kind: "posting-receipt", From: "certmail@p.example",
-				To: Sender, Data: data, Message: h, MessageAt: at, NextAttempt: f.T0.Add(time.Duration(i) * time.Second), Created: f.T0, Updated: f.T0})
+				To: Sender, Data: data, Message: h, MessageTime: f.T0, MessageAt: at, NextAttempt: f.T0.Add(time.Duration(i) * time.Second), Created: f.T0, Updated: f.T0})
 			return err
 		})
 	}
@@ -268,6 +271,9 @@ func testOutboundCarryingAMessage(t *testing.T, s store.Store, f *Fixture) {
 			if !bytes.Equal(m.Data, wants[i]) {
 				t.Errorf("DueOutbound mail %d:\n%q\nwant\n%q", i, m.Data, wants[i])
 			}
+			if m.Message != h || !m.MessageTime.Equal(f.T0) {
+				t.Errorf("DueOutbound mail %d carries %s at %v, want %s at %v", i, m.Message, m.MessageTime, h, f.T0)
+			}
 			got, err := tx.OutboundFor(ls[i])
 			if err != nil {
 				return err
@@ -280,8 +286,9 @@ func testOutboundCarryingAMessage(t *testing.T, s store.Store, f *Fixture) {
 	})
 	never := evidence.Sum([]byte("never stored"))
 	for _, m := range []store.Outbound{
-		{Kind: "posting-receipt", To: Sender, Data: wants[0], Message: never},
-		{Kind: "posting-receipt", To: Sender, Data: wants[0], Message: h, MessageAt: len(wants[0]) - 3},
+		{Kind: "posting-receipt", To: Sender, Data: wants[0], Message: never, MessageTime: f.T0},
+		{Kind: "posting-receipt", To: Sender, Data: wants[0], Message: h, MessageTime: f.T0.Add(time.Second)},
+		{Kind: "posting-receipt", To: Sender, Data: wants[0], Message: h, MessageTime: f.T0, MessageAt: len(wants[0]) - 3},
 	} {
 		err := s.Update(t.Context(), func(tx store.Tx) error { _, err := tx.Enqueue(m); return err })
 		if err == nil {
