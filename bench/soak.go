@@ -22,6 +22,8 @@ type SoakOptions struct {
 	Interval time.Duration // how often to sample; default 30 s
 	Out      io.Writer
 	Log      io.Writer // progress; default io.Discard
+	// CPUProfile is where the agent writes its CPU profile of the soak; "" for none.
+	CPUProfile string
 }
 
 // SoakSample is the agent as it stood at the end of one interval.
@@ -76,7 +78,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		return nil, err
 	}
 	defer sink.Close()
-	cm, err := startCertmail(ctx, Options{Certmail: o.Certmail, Dir: o.Dir, LogMetric: DefaultLogMetric}, sink.Addr())
+	cm, err := startCertmail(ctx, Options{Certmail: o.Certmail, Dir: o.Dir, LogMetric: DefaultLogMetric, CPUProfile: o.CPUProfile}, sink.Addr())
 	if err != nil {
 		return nil, err
 	}

@@ -69,7 +69,7 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *soak > 0 {
-		so := bench.SoakOptions{Certmail: o.Certmail, Dir: o.Dir, Duration: *soak, Rate: *rate, Out: stdout, Log: o.Log}
+		so := bench.SoakOptions{Certmail: o.Certmail, Dir: o.Dir, Duration: *soak, Rate: *rate, Out: stdout, Log: o.Log, CPUProfile: *cpuprofile}
 		if len(o.Sizes) > 0 {
 			so.Size = o.Sizes[0]
 		}
