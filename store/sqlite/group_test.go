@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -194,22 +193,11 @@ func TestUpdateAfterClose(t *testing.T) {
 // TestMigrateOutboundData: a database of schema version 1, with mail in its queue, opens at the
 // current version with every mail's data intact.
 func TestMigrateOutboundData(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v1.db")
-	db, err := sql.Open("sqlite", dsn(path, url.Values{"_journal_mode": {"WAL"}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stmts := append([]string{`CREATE TABLE schema_migrations (version INTEGER NOT NULL, applied BIGINT NOT NULL,
-		CONSTRAINT schema_migrations_pkey PRIMARY KEY (version))`,
-		`INSERT INTO schema_migrations (version, applied) VALUES (1, 0)`}, schemaV1...)
-	stmts = append(stmts, `INSERT INTO outbound (id, label, kind, mail_from, rcpt_to, data, state, attempts, next_attempt,
+	path := databaseOfVersion(t, 1, func(db *sql.DB) error {
+		_, err := db.Exec(`INSERT INTO outbound (id, label, kind, mail_from, rcpt_to, data, state, attempts, next_attempt,
 		last_error, created, updated) VALUES (7, NULL, 'notification', 'a@a.example', 'b@b.example', X'6869', 'queued', 0, 0, '', 0, 0)`)
-	for _, q := range stmts {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	db.Close()
+		return err
+	})
 	s, err := Open(path)
 	if err != nil {
 		t.Fatal(err)

@@ -373,14 +373,6 @@ func TestCorruptEvidenceIsAnError(t *testing.T) {
 // TestMigrateToLogIndex opens a database of schema version 1, from before the evidence log: its
 // notes come back unlogged, so the agent backfills them into the log at its next start.
 func TestMigrateToLogIndex(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "certmail.db")
-	if err := createFile(path); err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("sqlite", dsn(path, url.Values{"_journal_mode": {"WAL"}}))
-	if err != nil {
-		t.Fatal(err)
-	}
 	f, err := storetest.NewFixture()
 	if err != nil {
 		t.Fatal(err)
@@ -390,19 +382,11 @@ func TestMigrateToLogIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stmts := append(append([]string{}, schemaV1...),
-		`CREATE TABLE schema_migrations (version INTEGER NOT NULL, applied BIGINT NOT NULL, CONSTRAINT schema_migrations_pkey PRIMARY KEY (version))`,
-		`INSERT INTO schema_migrations (version, applied) VALUES (1, 0)`)
-	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Exec(`INSERT INTO evidence (label, type, leaf, note, stored) VALUES (?, ?, ?, ?, ?)`,
-		l.String(), "COP", n.Leaf().String(), n.Bytes(), f.T0.UnixMilli()); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	path := databaseOfVersion(t, 1, func(db *sql.DB) error {
+		_, err := db.Exec(`INSERT INTO evidence (label, type, leaf, note, stored) VALUES (?, ?, ?, ?, ?)`,
+			l.String(), "COP", n.Leaf().String(), n.Bytes(), f.T0.UnixMilli())
+		return err
+	})
 
 	s, err := Open(path)
 	if err != nil {
@@ -438,14 +422,6 @@ func TestMigrateToLogIndex(t *testing.T) {
 // sequence number, label and log index, and a note stored again is still a duplicate — a
 // labelled one under its label, a KEY record under any.
 func TestMigrateEvidenceToLabelAndLeaf(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "certmail.db")
-	if err := createFile(path); err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("sqlite", dsn(path, url.Values{"_journal_mode": {"WAL"}}))
-	if err != nil {
-		t.Fatal(err)
-	}
 	f, err := storetest.NewFixture()
 	if err != nil {
 		t.Fatal(err)
@@ -459,29 +435,22 @@ func TestMigrateEvidenceToLabelAndLeaf(t *testing.T) {
 		}
 		notes = append(notes, n)
 	}
-	stmts := []string{`CREATE TABLE schema_migrations (version INTEGER NOT NULL, applied BIGINT NOT NULL, CONSTRAINT schema_migrations_pkey PRIMARY KEY (version))`}
-	for v, m := range migrations[:8] {
-		stmts = append(append(stmts, m...), fmt.Sprintf(`INSERT INTO schema_migrations (version, applied) VALUES (%d, 0)`, v+1))
-	}
-	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
-			t.Fatal(err)
+	path := databaseOfVersion(t, 8, func(db *sql.DB) error {
+		for i, n := range notes {
+			label, index := any(l.String()), any(int64(i))
+			if n.Record.Type == evidence.KEY {
+				label = nil
+			}
+			if n.Record.Type == evidence.NTF {
+				index = nil // not logged yet
+			}
+			if _, err := db.Exec(`INSERT INTO evidence (seq, label, type, leaf, note, stored, log_index) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				10*(i+1), label, string(n.Record.Type), n.Leaf().String(), n.Bytes(), f.T0.UnixMilli(), index); err != nil {
+				return err
+			}
 		}
-	}
-	for i, n := range notes {
-		label, index := any(l.String()), any(int64(i))
-		if n.Record.Type == evidence.KEY {
-			label = nil
-		}
-		if n.Record.Type == evidence.NTF {
-			index = nil // not logged yet
-		}
-		if _, err := db.Exec(`INSERT INTO evidence (seq, label, type, leaf, note, stored, log_index) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			10*(i+1), label, string(n.Record.Type), n.Leaf().String(), n.Bytes(), f.T0.UnixMilli(), index); err != nil {
-			t.Fatal(err)
-		}
-	}
-	db.Close()
+		return nil
+	})
 
 	s, err := Open(path)
 	if err != nil {
@@ -579,4 +548,33 @@ func TestMessagesOfAnEarlierSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// databaseOfVersion makes a database of schema version v, as certmail of that version left it,
+// has fill write into it, and returns its path, for Open to migrate.
+func databaseOfVersion(t *testing.T, v int, fill func(db *sql.DB) error) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "certmail.db")
+	if err := createFile(path); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", dsn(path, url.Values{"_journal_mode": {"WAL"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	stmts := []string{`CREATE TABLE schema_migrations (version INTEGER NOT NULL, applied BIGINT NOT NULL,
+		CONSTRAINT schema_migrations_pkey PRIMARY KEY (version))`}
+	for i, m := range migrations[:v] {
+		stmts = append(append(stmts, m...), fmt.Sprintf(`INSERT INTO schema_migrations (version, applied) VALUES (%d, 0)`, i+1))
+	}
+	for _, q := range stmts {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fill(db); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
