@@ -346,10 +346,10 @@ func TestReceiptForms(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, rc := range []struct {
-			name             string
-			raw              []byte
+			name              string
+			raw               []byte
 			wantM, wantListed bool
-			note             string
+			note              string
 		}{
 			{"posting", posting, false, form != mailfmt.ReceiptSummary, "cop.note"},
 			{"delivery", delivery, form == mailfmt.ReceiptFull, form == mailfmt.ReceiptShort, "rod.note"},
