@@ -94,7 +94,8 @@ func (s *sink) serve() {
 }
 
 // session serves one SMTP session, reading commands from r and replying on w, until QUIT, an
-// error, or a line longer than the buffer outside DATA. Replies wait in the buffer while commands are pipelined after them.
+// error, or a line longer than the buffer outside DATA. Replies wait in the buffer while
+// commands are pipelined after them.
 func (s *sink) session(r io.Reader, w io.Writer) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	bw := bufio.NewWriter(w)

@@ -64,10 +64,7 @@ const maxLine = 998
 // AttachmentsOf lists the attachments of a stored message M as ParseSubmission listed them
 // when M was accepted, for a mail composed later, such as a delivery receipt in the short form.
 func AttachmentsOf(m []byte) ([]Attachment, error) {
-	head, body := m, []byte(nil)
-	if i := bytes.Index(m, []byte(crlfcrlf)); i >= 0 {
-		head, body = m[:i+2], m[i+4:]
-	}
+	head, body := splitHeader(m)
 	fields, err := parseFields(head, CodeHeader, "the message header")
 	if err == nil {
 		w := walker{lim: DefaultLimits()}
@@ -76,6 +73,15 @@ func AttachmentsOf(m []byte) ([]Attachment, error) {
 		}
 	}
 	return nil, err
+}
+
+// splitHeader splits CRLF text m at its first empty line: the header with its last CRLF, and
+// the body; all of m is header when it has no empty line.
+func splitHeader(m []byte) (head, body []byte) {
+	if i := bytes.Index(m, []byte(crlfcrlf)); i >= 0 {
+		return m[:i+2], m[i+4:]
+	}
+	return m, nil
 }
 
 func parseSubmission(raw []byte, lim Limits, now time.Time, defaults Options) (*Submission, *Error) {
@@ -100,10 +106,7 @@ func parseSubmission(raw []byte, lim Limits, now time.Time, defaults Options) (*
 	if bytes.HasPrefix(m, []byte(crlf)) {
 		return nil, reject(CodeHeader, "the message starts with an empty line, so it has no header: it needs at least From and To")
 	}
-	head, body := m, []byte(nil) // no empty line: all header, and M gains the empty line
-	if i := bytes.Index(m, []byte(crlfcrlf)); i >= 0 {
-		head, body = m[:i+2], m[i+4:]
-	}
+	head, body := splitHeader(m) // no empty line: all header, and M gains the empty line
 	fields, err := parseFields(head, CodeHeader, "the message header")
 	if err != nil {
 		return nil, err

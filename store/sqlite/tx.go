@@ -202,6 +202,23 @@ func parseBodyKey(key string) (evidence.Hash, time.Time, error) {
 	return h, time.Time{}, err
 }
 
+// findBody scans expr of the body h stored at at into dest, and returns the key it is stored
+// under: bodyKey(h, at), or h alone for a body stored by an earlier version. ErrNotFound when
+// neither holds one.
+func (t *tx) findBody(h evidence.Hash, at time.Time, expr string, dest any) (string, error) {
+	q := `SELECT ` + expr + ` FROM messages WHERE key = ?`
+	key := bodyKey(h, at)
+	err := t.q.QueryRowContext(t.ctx, q, key).Scan(dest)
+	if errors.Is(err, sql.ErrNoRows) && key != h.String() { // stored by an earlier version
+		key = h.String()
+		err = t.q.QueryRowContext(t.ctx, q, key).Scan(dest)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	return key, err
+}
+
 func (t *tx) PutMessage(h evidence.Hash, at time.Time, data []byte) error {
 	// h is not checked here, in the writer that runs every caller's statements in turn: the
 	// caller hashed data, and Message checks what it reads.
@@ -224,14 +241,7 @@ func (t *tx) PutMessage(h evidence.Hash, at time.Time, data []byte) error {
 
 func (t *tx) Message(h evidence.Hash, at time.Time) ([]byte, error) {
 	var data []byte
-	key := bodyKey(h, at)
-	err := t.q.QueryRowContext(t.ctx, `SELECT data FROM messages WHERE key = ?`, key).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) && key != h.String() { // stored by an earlier version
-		err = t.q.QueryRowContext(t.ctx, `SELECT data FROM messages WHERE key = ?`, h.String()).Scan(&data)
-	}
-	if errors.Is(err, sql.ErrNoRows) {
-		err = store.ErrNotFound
-	}
+	_, err := t.findBody(h, at, "data", &data)
 	if err != nil {
 		return nil, fmt.Errorf("store: message %s: %w", h, err)
 	}
@@ -647,14 +657,7 @@ func (t *tx) withoutMessage(m store.Outbound) (string, []byte, error) {
 	n, ok := t.put[key]
 	var err error
 	if !ok {
-		err = t.q.QueryRowContext(t.ctx, `SELECT length(data) FROM messages WHERE key = ?`, key).Scan(&n)
-		if errors.Is(err, sql.ErrNoRows) && key != m.Message.String() { // stored by an earlier version
-			key = m.Message.String()
-			err = t.q.QueryRowContext(t.ctx, `SELECT length(data) FROM messages WHERE key = ?`, key).Scan(&n)
-		}
-	}
-	if errors.Is(err, sql.ErrNoRows) {
-		err = store.ErrNotFound
+		key, err = t.findBody(m.Message, m.MessageTime, "length(data)", &n)
 	}
 	if err != nil {
 		return "", nil, fmt.Errorf("message %s: %w", m.Message, err)
