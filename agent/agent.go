@@ -79,6 +79,8 @@ type Agent struct {
 	book     *logbook
 	pub      *publisher
 	appended atomic.Uint64 // notes appended to the evidence log by this process
+	// submitting counts the Submits under way, for the store's commit delay
+	submitting atomic.Int64
 }
 
 // New returns an agent signing with id. now and random may be nil for the wall clock and

@@ -52,6 +52,8 @@ type Posting struct {
 // notification and the posting receipt. Only when Submit returns without error may the caller
 // acknowledge (SMTP 250, HTTP 201).
 func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
+	a.submitting.Add(1)
+	defer a.submitting.Add(-1)
 	now := evidence.CanonicalTime(a.now())
 	content := evidence.Sum(s.Message)
 	key := submissionKey(s, content)
@@ -111,6 +113,10 @@ func (a *Agent) Submit(ctx context.Context, s Submission) ([]Posting, error) {
 	}
 	return postings, nil
 }
+
+// SubmissionsUnderWay is how many Submits have begun and not returned: the store's commit
+// delay waits for them only when there are enough (sqlite.Store.SetCommitDelay).
+func (a *Agent) SubmissionsUnderWay() int { return int(a.submitting.Load()) }
 
 // checkSubmission checks s from the sender's account u (or the error reading it), and fills
 // in its defaults.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"certmail/store"
 )
@@ -18,11 +19,36 @@ import (
 // leaves the rest of the batch alone; every caller returns only once the shared COMMIT is on
 // disk, and if that COMMIT fails, every caller of the batch gets the error and nothing is kept.
 //
-// The batch is whatever queued while the previous one ran and synced: no caller is held back
-// to wait for company, so a lone Update costs what it did before.
+// The batch is whatever queued while the previous one ran and synced. With a commit delay
+// (SetCommitDelay), a batch that starts while many submissions are under way waits a little
+// for them to join it; a lone Update never waits for company.
 
 // maxBatch bounds how many Updates share one transaction, so one batch's latency stays bounded.
 const maxBatch = 128
+
+// commitSiblings is how many callers, beyond those already in a batch, must be under way
+// for the batch to wait for them (PostgreSQL's commit_siblings, whose default it takes).
+const commitSiblings = 5
+
+// commitDelay is how long a batch may wait for more Updates, and who says how many are
+// coming.
+type commitDelay struct {
+	d        time.Duration
+	underWay func() int
+}
+
+// SetCommitDelay has a batch wait up to d for more Updates before it begins, when underWay
+// says that at least commitSiblings more callers than the batch holds are under way
+// (PostgreSQL's commit_delay and commit_siblings). Under a load of many concurrent
+// submissions each commit then takes more of them: fewer commits, less work for each, a
+// shorter wait at the tail (BENCHMARKS.md). Zero d, the default, never waits.
+func (s *Store) SetCommitDelay(d time.Duration, underWay func() int) {
+	if d <= 0 || underWay == nil {
+		s.delay.Store(nil)
+		return
+	}
+	s.delay.Store(&commitDelay{d: d, underWay: underWay})
+}
 
 // errClosed is what an Update gets after Close.
 var errClosed = errors.New("store: update: store closed")
@@ -113,9 +139,36 @@ func (s *Store) commitLoop() {
 				break gather
 			}
 		}
+		batch = s.waitForCompany(batch)
 		s.commit(batch)
 		clear(batch) // let the requests go
 	}
+}
+
+// waitForCompany adds to batch the Updates that come within the commit delay, when it has
+// one and enough callers are under way (SetCommitDelay).
+func (s *Store) waitForCompany(batch []*request) []*request {
+	cd := s.delay.Load()
+	if cd == nil || len(batch) >= maxBatch || cd.underWay() < len(batch)+commitSiblings {
+		return batch
+	}
+	t := time.NewTimer(cd.d)
+	defer t.Stop()
+	for len(batch) < maxBatch {
+		select {
+		case r, ok := <-s.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+			if len(batch) >= cd.underWay() {
+				return batch // all that are under way have come
+			}
+		case <-t.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit runs one batch in one transaction and tells each caller its outcome.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,5 +216,60 @@ func TestMigrateOutboundData(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCommitDelay: with many submissions under way, a batch waits for them and they share one
+// commit, which ends as soon as all of them have come, not when the delay runs out; a lone
+// Update, with few under way, is committed at once.
+func TestCommitDelay(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "certmail.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const delay, n = time.Minute, 10
+	asked := make(chan struct{}, 1)
+	var underWay atomic.Int64
+	s.SetCommitDelay(delay, func() int {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		return int(underWay.Load())
+	})
+
+	underWay.Store(n)
+	before := s.batches.Load()
+	start := time.Now()
+	errs := make(chan error, n)
+	go func() { errs <- s.Update(t.Context(), func(store.Tx) error { return nil }) }()
+	select { // the committer holds the first Update and asks how many are coming
+	case <-asked:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the committer never asked how many Updates were under way")
+	}
+	for range n - 1 {
+		go func() { errs <- s.Update(t.Context(), func(store.Tx) error { return nil }) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took >= delay {
+		t.Errorf("the batch waited out the whole delay (%v) though all %d under way had come", took, n)
+	}
+	if got := s.batches.Load() - before; got != 1 {
+		t.Errorf("%d Updates under way took %d commits, want 1", n, got)
+	}
+
+	underWay.Store(1)
+	start = time.Now()
+	if err := s.Update(t.Context(), func(store.Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= delay {
+		t.Errorf("a lone Update waited %v for company", took)
 	}
 }

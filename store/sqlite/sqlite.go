@@ -54,6 +54,7 @@ type Store struct {
 	mu      sync.RWMutex  // Close takes it to close queue; senders hold it shared
 	closed  bool
 	batches atomic.Int64 // commits made, for tests
+	delay   atomic.Pointer[commitDelay]
 
 	// The committer's own: the writer's prepared statements, by query, and the queries a
 	// batch ran unprepared, to prepare after it.
