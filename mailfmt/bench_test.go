@@ -2,6 +2,7 @@ package mailfmt_test
 
 import (
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -88,6 +89,27 @@ func BenchmarkPostingReceipt(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := mailfmt.PostingReceipt(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkParseSubmission parses plain messages of 10 KB and 100 KB, as the bench submits.
+func BenchmarkParseSubmission(b *testing.B) {
+	for _, size := range []int{10_000, 100_000} {
+		line := strings.Repeat("certified ", 7) + "mail"
+		var body []string
+		for n := 0; n < size; n += len(line) + 2 {
+			body = append(body, line)
+		}
+		raw := msg(append([]string{"From: Alice <alice@a.example>", "To: Bob <bob@b.example>",
+			"Subject: the lease", "Message-ID: <lease-42@a.example>", ""}, body...)...)
+		b.Run(fmt.Sprintf("%dKB", size/1000), func(b *testing.B) {
+			b.SetBytes(int64(len(raw)))
+			for b.Loop() {
+				if _, err := mailfmt.ParseSubmission(raw, mailfmt.Limits{}, now, mailfmt.Options{}); err != nil {
 					b.Fatal(err)
 				}
 			}
