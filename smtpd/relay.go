@@ -91,7 +91,7 @@ func (s *RelayServer) Serve(l net.Listener) error {
 		return errors.New("smtpd: relay: no TLS configuration: peers must start TLS")
 	}
 	s.log.Info("smtp relay listening", "addr", l.Addr().String(), "hostname", s.cfg.Hostname)
-	if err := s.smtp.Serve(replyListener{l}); err != nil {
+	if err := s.smtp.Serve(l); err != nil {
 		return fmt.Errorf("smtpd: relay: serve %s: %w", l.Addr(), err)
 	}
 	return ErrServerClosed

@@ -160,7 +160,7 @@ func (s *Server) Serve(l net.Listener) error {
 	s.listeners = append(s.listeners, l)
 	s.mu.Unlock()
 	s.log.Info("smtp submission listening", "addr", l.Addr().String(), "hostname", s.cfg.Hostname)
-	if err := s.smtp.Serve(replyListener{l}); err != nil {
+	if err := s.smtp.Serve(l); err != nil {
 		return fmt.Errorf("smtpd: serve %s: %w", l.Addr(), err)
 	}
 	return ErrServerClosed

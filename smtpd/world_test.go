@@ -167,8 +167,7 @@ type options struct {
 	limits        mailfmt.Limits
 	maxRecipients int
 	logins        account.Limits
-	trusted       []netip.Prefix                  // submit as alice without AUTH from these
-	listener      func(net.Listener) net.Listener // wraps the server's listener
+	trusted       []netip.Prefix // submit as alice without AUTH from these
 }
 
 // newWorld starts a submission server on loopback with a real agent, store and accounts, and
@@ -222,9 +221,6 @@ func newWorld(t testing.TB, o options) *world {
 		t.Fatal(err)
 	}
 	w.addr = l.Addr().String()
-	if o.listener != nil {
-		l = o.listener(l)
-	}
 	served := make(chan error, 1)
 	go func() { served <- w.srv.Serve(l) }()
 	for deadline := time.Now().Add(5 * time.Second); w.srv.Addr() == nil; time.Sleep(time.Millisecond) {
