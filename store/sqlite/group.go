@@ -40,8 +40,8 @@ type commitDelay struct {
 // SetCommitDelay has a batch wait up to d for more Updates before it begins, when underWay
 // says that at least commitSiblings more callers than the batch holds are under way
 // (PostgreSQL's commit_delay and commit_siblings). Under a load of many concurrent
-// submissions each commit then takes more of them: fewer commits, less work for each, a
-// shorter wait at the tail (BENCHMARKS.md). Zero d, the default, never waits.
+// submissions each commit then takes more of them: fewer commits, and a shorter wait at the
+// tail (BENCHMARKS.md). Zero d, the default, never waits.
 func (s *Store) SetCommitDelay(d time.Duration, underWay func() int) {
 	if d <= 0 || underWay == nil {
 		s.delay.Store(nil)
