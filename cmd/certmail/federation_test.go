@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -33,8 +32,9 @@ type peerProc struct {
 // outbound mail going to the sink.
 func startPeer(t *testing.T, bin, name, domain, sinkAddr string) *peerProc {
 	t.Helper()
-	p := &peerProc{agentProc: &agentProc{dir: t.TempDir(), smtp: freePort(t), https: freePort(t), out: &bytes.Buffer{}},
-		name: name, relay: freePort(t), domain: domain}
+	ports := freePorts(t, 3)
+	p := &peerProc{agentProc: &agentProc{dir: t.TempDir(), smtp: ports[0], https: ports[1], out: &syncBuffer{}},
+		name: name, relay: ports[2], domain: domain}
 	_, port, _ := net.SplitHostPort(p.https)
 	p.config = filepath.Join(p.dir, "certmail.toml")
 	cfg := fmt.Sprintf(`data_dir = %q

@@ -152,18 +152,43 @@ type agentProc struct {
 	config string
 	smtp   string
 	https  string
-	out    *bytes.Buffer
+	out    *syncBuffer // the agent's log
 	client *http.Client
 }
 
-func freePort(t *testing.T) string {
+// freePorts returns n loopback addresses free a moment ago, all different: their listeners are
+// all open before any is closed.
+func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrs := make([]string, n)
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs[i] = l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs
+}
+
+// syncBuffer is a bytes.Buffer that the agent's output can be written to while a failing test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // startAgent writes a configuration whose outbound mail goes to the sink and starts the agent,
@@ -174,7 +199,8 @@ func startAgent(t *testing.T, sinkAddr, extra string) *agentProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &agentProc{dir: t.TempDir(), smtp: freePort(t), https: freePort(t), out: &bytes.Buffer{}}
+	ports := freePorts(t, 2)
+	p := &agentProc{dir: t.TempDir(), smtp: ports[0], https: ports[1], out: &syncBuffer{}}
 	_, port, _ := net.SplitHostPort(p.https)
 	p.config = filepath.Join(p.dir, "certmail.toml")
 	cfg := fmt.Sprintf(`data_dir = %q
