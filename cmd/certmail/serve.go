@@ -41,13 +41,13 @@ import (
 	"certmail/web"
 )
 
-// runServe runs the delivery agent until SIGINT or SIGTERM.
 // commitDelay is how long a commit waits for more submissions when many are under way
 // (sqlite.Store.SetCommitDelay). Measured at 80 % of the peak on two cores, 10 KB: p99 50–62
 // ms with it against 66–79 ms without, the peak unchanged; waiting when only two or three were
 // under way cost up to a quarter of the throughput at 1 and 4 connections (BENCHMARKS.md).
 const commitDelay = time.Millisecond
 
+// runServe runs the delivery agent until SIGINT or SIGTERM.
 func runServe(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	flags := newFlagSet("serve", "[--config FILE]", `
 Run the delivery agent: SMTP submission for senders, HTTPS for the API and the pickup pages,
