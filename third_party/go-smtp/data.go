@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 )
@@ -92,6 +93,22 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		stateEOF              // reached .\r\n end marker line
 	)
 	for n < len(b) && r.state != stateEOF {
+		// certmail: in the middle of a line, copy everything up to the next CR from the
+		// buffer at once; only CR, LF and the first byte of a line go through the state
+		// machine one at a time. The upstream loop below took every byte through ReadByte,
+		// which was a fifth of certmail's CPU for 100 KB messages. Stopping at each CR keeps
+		// the reader from consuming anything past the end-of-data line.
+		if r.state == stateData {
+			var k int
+			k, err = r.copyToCR(b[n:])
+			n += k
+			if err != nil {
+				break
+			}
+			if k > 0 {
+				continue
+			}
+		}
 		var c byte
 		c, err = r.r.ReadByte()
 		if err != nil {
@@ -145,4 +162,30 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		r.n -= int64(n)
 	}
 	return
+}
+
+// copyToCR copies into b the bytes before the next CR, as many as b holds and are buffered (or,
+// when none are buffered, as one read from the connection brings), and consumes them. It
+// copies nothing when the next byte is a CR.
+func (r *dataReader) copyToCR(b []byte) (int, error) {
+	want := r.r.Buffered()
+	if want == 0 {
+		want = 1 // Peek fills the buffer with what one read brings
+	}
+	buf, err := r.r.Peek(want)
+	if len(buf) == 0 {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, err
+	}
+	if len(buf) > len(b) {
+		buf = buf[:len(b)]
+	}
+	if i := bytes.IndexByte(buf, '\r'); i >= 0 {
+		buf = buf[:i]
+	}
+	k := copy(b, buf)
+	r.r.Discard(k)
+	return k, nil
 }

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"errors"
 	"io"
 )
@@ -28,19 +29,32 @@ func (r *lineLimitReader) Read(b []byte) (int, error) {
 		return n, err
 	}
 
-	if r.LineLimit == 0 {
+	if r.LineLimit == 0 || n == 0 {
 		return n, nil
 	}
 
-	for _, chr := range b[:n] {
-		if chr == '\n' {
-			r.curLineLength = 0
+	// certmail: measure the lines with bytes.IndexByte rather than a byte at a time (5 % of
+	// certmail's CPU for 100 KB messages), with the same counts as upstream's loop: a line's
+	// length includes the LF that ends the line before it, and the check fails as soon as a
+	// line so counted is longer than the limit.
+	rest := b[:n]
+	for {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			r.curLineLength += len(rest)
+			break
 		}
-		r.curLineLength++
-
+		r.curLineLength += i
 		if r.curLineLength > r.LineLimit {
-			return 0, ErrTooLongLine
+			break
 		}
+		r.curLineLength = 1
+		rest = rest[i+1:]
+	}
+	if r.curLineLength > r.LineLimit {
+		// Where upstream's loop stops, so that the next Read fails too.
+		r.curLineLength = r.LineLimit + 1
+		return 0, ErrTooLongLine
 	}
 
 	return n, nil
