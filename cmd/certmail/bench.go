@@ -30,7 +30,7 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	jsonOut := flags.String("json", "", "write the measurements to `FILE` as JSON")
 	conc := flags.String("concurrency", "", "comma-separated connection `COUNTS` (default 1,4,16,64)")
 	sizes := flags.String("sizes", "", "comma-separated message body `SIZES` in bytes (default 1000,10000,100000)")
-	messages := flags.Int("messages", 0, "messages per point (default 1000; half for 100 KB)")
+	messages := flags.Int("messages", 0, "messages per point (default 2000; half for 100 KB)")
 	noPostfix := flags.Bool("no-postfix", false, "skip the Postfix baseline")
 	logMetric := flags.String("log-metric", bench.DefaultLogMetric, "the agent's `COUNTER` of evidence appended to the log")
 	cpuprofile := flags.String("cpuprofile", "", "have the agent write a CPU profile of the whole run to `FILE`")
