@@ -27,8 +27,8 @@ const acceptPrefix = "accept-"
 // server it measures. As a go-smtp server (upstream's, which read DATA a byte at a time; the
 // copy in third_party no longer does) the sink took 0.24 ms of CPU for each certified 10 KB
 // message and 0.9 ms at 100 KB (BENCHMARKS.md), CPU the agent then lacked, while Postfix's
-// baseline relays to smtp-sink. This sink reads DATA a line at a time from its buffer, keeps
-// a message only to look for a pickup link, and starts no session state beyond that.
+// baseline relays to smtp-sink. This sink reads DATA a line at a time from its buffer and
+// keeps a message only to look for a pickup link.
 type sink struct {
 	l    net.Listener
 	addr string
