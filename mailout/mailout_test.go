@@ -18,6 +18,7 @@ import (
 	"certmail/agent"
 	"certmail/config"
 	"certmail/evidence"
+	"certmail/internal/logbuf"
 	"certmail/mailout"
 	"certmail/protocol"
 	"certmail/store"
@@ -56,7 +57,7 @@ type world struct {
 	st    store.Store
 	a     *agent.Agent
 	clock *clock
-	logs  *logBuffer
+	logs  *logbuf.Buffer
 	q     atomic.Pointer[mailout.Queue] // kicked when the agent queues mail
 }
 
@@ -65,7 +66,7 @@ type world struct {
 func newWorld(t *testing.T, handed ...bool) *world {
 	t.Helper()
 	dir := t.TempDir()
-	w := &world{clock: &clock{t: t0}, logs: &logBuffer{}}
+	w := &world{clock: &clock{t: t0}, logs: &logbuf.Buffer{}}
 	st, err := sqlite.Open(filepath.Join(dir, "certmail.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"certmail/api"
 	"certmail/evidence"
 	"certmail/evlog"
+	"certmail/internal/logbuf"
 	"certmail/mailfmt"
 	"certmail/password"
 	"certmail/protocol"
@@ -76,24 +77,6 @@ func (c *clock) add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// syncBuffer is a log sink the server's goroutines may write while a test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 const (
 	alice    = "alice@a.example"
 	alicePW  = "correct horse battery"
@@ -118,7 +101,7 @@ type world struct {
 	id     *protocol.Identity
 	srv    *httptest.Server
 	client *http.Client
-	logs   *syncBuffer
+	logs   *logbuf.Buffer
 }
 
 type options struct {
@@ -131,7 +114,7 @@ func newWorld(t *testing.T, o options) *world {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	w := &world{mails: &recorder{}, clock: &clock{t: t0}, logs: &syncBuffer{}}
+	w := &world{mails: &recorder{}, clock: &clock{t: t0}, logs: &logbuf.Buffer{}}
 	var err error
 	if w.id, err = protocol.NewIdentity("certmail.test", rand.NewChaCha8([32]byte{1})); err != nil {
 		t.Fatal(err)

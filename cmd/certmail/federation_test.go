@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"certmail/evidence"
+	"certmail/internal/logbuf"
 )
 
 // peerProc is one agent of a federation test: an agentProc with its own host name, mail domains
@@ -33,7 +34,7 @@ type peerProc struct {
 func startPeer(t *testing.T, bin, name, domain, sinkAddr string) *peerProc {
 	t.Helper()
 	ports := freePorts(t, 3)
-	p := &peerProc{agentProc: &agentProc{dir: t.TempDir(), smtp: ports[0], https: ports[1], out: &syncBuffer{}},
+	p := &peerProc{agentProc: &agentProc{dir: t.TempDir(), smtp: ports[0], https: ports[1], out: &logbuf.Buffer{}},
 		name: name, relay: ports[2], domain: domain}
 	_, port, _ := net.SplitHostPort(p.https)
 	p.config = filepath.Join(p.dir, "certmail.toml")

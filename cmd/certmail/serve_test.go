@@ -25,6 +25,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"certmail/evidence"
+	"certmail/internal/logbuf"
 )
 
 // need returns the path of an installed program a test needs; when it is missing the test skips
@@ -152,7 +153,7 @@ type agentProc struct {
 	config string
 	smtp   string
 	https  string
-	out    *syncBuffer // the agent's log
+	out    *logbuf.Buffer // the agent's log
 	client *http.Client
 }
 
@@ -172,25 +173,6 @@ func freePorts(t *testing.T, n int) []string {
 	return addrs
 }
 
-// syncBuffer is a bytes.Buffer that the agent's output can be written to while a failing test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // startAgent writes a configuration whose outbound mail goes to the sink and starts the agent,
 // waiting for its banner.
 func startAgent(t *testing.T, sinkAddr, extra string) *agentProc {
@@ -200,7 +182,7 @@ func startAgent(t *testing.T, sinkAddr, extra string) *agentProc {
 		t.Fatal(err)
 	}
 	ports := freePorts(t, 2)
-	p := &agentProc{dir: t.TempDir(), smtp: ports[0], https: ports[1], out: &syncBuffer{}}
+	p := &agentProc{dir: t.TempDir(), smtp: ports[0], https: ports[1], out: &logbuf.Buffer{}}
 	_, port, _ := net.SplitHostPort(p.https)
 	p.config = filepath.Join(p.dir, "certmail.toml")
 	cfg := fmt.Sprintf(`data_dir = %q
