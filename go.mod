@@ -46,5 +46,6 @@ require (
 )
 
 // go-smtp v0.25.1 with its DATA reader and line-length check reading a buffer at a time, not a
-// byte at a time: third_party/README.md says what changed, why, and when to drop the copy.
+// byte at a time, and a client that pipelines MAIL, RCPT and DATA (RFC 2920):
+// third_party/README.md says what changed, why, and when to drop the copy.
 replace github.com/emersion/go-smtp => ./third_party/go-smtp

@@ -1,0 +1,270 @@
+package smtp
+
+// certmail: tests of pipeline.go.
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// script is a scripted SMTP server on loopback: it greets, answers EHLO with caps, and then
+// hands the connection to run. It reports run's failure to the test.
+func script(t *testing.T, caps []string, run func(r *bufio.Reader, w net.Conn) error) *Client {
+	t.Helper()
+	ln := newLocalListener(t)
+	t.Cleanup(func() { ln.Close() })
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		c.Write([]byte("220 test ESMTP\r\n"))
+		if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "EHLO ") {
+			done <- errors.New("no EHLO: " + line)
+			return
+		}
+		reply := "250-test\r\n"
+		for _, c := range caps {
+			reply += "250-" + c + "\r\n"
+		}
+		c.Write([]byte(reply + "250 HELP\r\n"))
+		done <- run(r, c)
+	}()
+	t.Cleanup(func() {
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewClient(conn)
+	c.CommandTimeout = 10 * time.Second
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// expect reads the next line and fails unless it is want.
+func expect(r *bufio.Reader, want string) error {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != want+"\r\n" {
+		return errors.New("got " + strings.TrimSpace(line) + ", want " + want)
+	}
+	return nil
+}
+
+func expectAll(r *bufio.Reader, want ...string) error {
+	for _, w := range want {
+		if err := expect(r, w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// The three commands reach a server that offers PIPELINING before it answers any of them: a
+// client that waited for the reply to MAIL would wait here for ever.
+func TestTransactionPipelined(t *testing.T) {
+	c := script(t, []string{"PIPELINING", "SIZE 1000"}, func(r *bufio.Reader, w net.Conn) error {
+		if err := expectAll(r, "MAIL FROM:<a@example.org> SIZE=9", "RCPT TO:<b@example.net>", "DATA"); err != nil {
+			return err
+		}
+		w.Write([]byte("250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go on\r\n"))
+		if err := expectAll(r, "Hi there", "."); err != nil {
+			return err
+		}
+		w.Write([]byte("250 2.0.0 queued as 1\r\n"))
+		if err := expect(r, "QUIT"); err != nil {
+			return err
+		}
+		w.Write([]byte("221 bye\r\n"))
+		return nil
+	})
+	wc, err := c.Transaction("a@example.org", &MailOptions{Size: 9}, "b@example.net", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc.Write([]byte("Hi there\r\n"))
+	resp, err := wc.CloseWithResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusText != "2.0.0 queued as 1" {
+		t.Errorf("reply to the dot %q, want 2.0.0 queued as 1", resp.StatusText)
+	}
+	if err := c.Quit(); err != nil {
+		t.Error(err)
+	}
+}
+
+// A server that does not offer PIPELINING gets each command once it has answered the one
+// before.
+func TestTransactionOneAtATime(t *testing.T) {
+	c := script(t, nil, func(r *bufio.Reader, w net.Conn) error {
+		for _, step := range []struct{ cmd, reply string }{
+			{"MAIL FROM:<a@example.org>", "250 ok\r\n"},
+			{"RCPT TO:<b@example.net>", "250 ok\r\n"},
+			{"DATA", "354 go on\r\n"},
+		} {
+			if err := expect(r, step.cmd); err != nil {
+				return err
+			}
+			w.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := r.Peek(1); err == nil {
+				return errors.New("the client sent more before the reply to " + step.cmd)
+			}
+			w.SetReadDeadline(time.Now().Add(10 * time.Second))
+			w.Write([]byte(step.reply))
+		}
+		if err := expectAll(r, "Hi", "."); err != nil {
+			return err
+		}
+		w.Write([]byte("250 queued\r\n"))
+		return nil
+	})
+	wc, err := c.Transaction("a@example.org", nil, "b@example.net", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc.Write([]byte("Hi\r\n"))
+	if err := wc.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A refused recipient is the error, the reply to DATA is read too, and the session goes on
+// after RSET.
+func TestTransactionRecipientRefused(t *testing.T) {
+	c := script(t, []string{"PIPELINING"}, func(r *bufio.Reader, w net.Conn) error {
+		if err := expectAll(r, "MAIL FROM:<a@example.org>", "RCPT TO:<nobody@example.net>", "DATA"); err != nil {
+			return err
+		}
+		w.Write([]byte("250 ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n"))
+		if err := expect(r, "RSET"); err != nil {
+			return err
+		}
+		w.Write([]byte("250 ok\r\n"))
+		// Upstream's Reset has the client greet again.
+		if err := expect(r, "EHLO localhost"); err != nil {
+			return err
+		}
+		w.Write([]byte("250-test\r\n250 PIPELINING\r\n"))
+		if err := expectAll(r, "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "DATA"); err != nil {
+			return err
+		}
+		w.Write([]byte("250 ok\r\n250 ok\r\n354 go on\r\n"))
+		if err := expectAll(r, "Hi", "."); err != nil {
+			return err
+		}
+		w.Write([]byte("250 queued\r\n"))
+		return nil
+	})
+	_, err := c.Transaction("a@example.org", nil, "nobody@example.net", nil)
+	var ce *CommandError
+	var se *SMTPError
+	if !errors.As(err, &ce) || ce.Command != "RCPT" || !errors.As(err, &se) || se.Code != 550 {
+		t.Fatalf("error %v, want the 550 to RCPT", err)
+	}
+	if err := c.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	wc, err := c.Transaction("a@example.org", nil, "b@example.net", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc.Write([]byte("Hi\r\n"))
+	if err := wc.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RFC 2920 3.1: a server that answers DATA with 354 after refusing MAIL is sent a lone dot,
+// and the error is the refusal of MAIL.
+func TestTransactionDataAfterRefusal(t *testing.T) {
+	c := script(t, []string{"PIPELINING"}, func(r *bufio.Reader, w net.Conn) error {
+		if err := expectAll(r, "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "DATA"); err != nil {
+			return err
+		}
+		w.Write([]byte("451 4.3.0 try later\r\n503 5.5.1 MAIL first\r\n354 go on\r\n"))
+		if err := expect(r, "."); err != nil {
+			return err
+		}
+		w.Write([]byte("554 5.5.1 no valid recipients\r\n"))
+		return expect(r, "NOOP")
+	})
+	_, err := c.Transaction("a@example.org", nil, "b@example.net", nil)
+	var ce *CommandError
+	var se *SMTPError
+	if !errors.As(err, &ce) || ce.Command != "MAIL" || !errors.As(err, &se) || se.Code != 451 {
+		t.Fatalf("error %v, want the 451 to MAIL", err)
+	}
+	// The reply to the dot was read: the next command gets a reply of its own.
+	c.text.PrintfLine("NOOP")
+}
+
+// A session the server has closed fails at MAIL with an error that is not a reply.
+func TestTransactionClosed(t *testing.T) {
+	c := script(t, []string{"PIPELINING"}, func(r *bufio.Reader, w net.Conn) error {
+		return nil // closes the connection
+	})
+	if err := c.hello(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	_, err := c.Transaction("a@example.org", nil, "b@example.net", nil)
+	var ce *CommandError
+	var se *SMTPError
+	if !errors.As(err, &ce) || ce.Command != "MAIL" || errors.As(err, &se) {
+		t.Fatalf("error %v, want a session error at MAIL", err)
+	}
+}
+
+// A line the client must not send is refused before anything is written.
+func TestTransactionBadAddress(t *testing.T) {
+	c := script(t, []string{"PIPELINING"}, func(r *bufio.Reader, w net.Conn) error {
+		if err := expect(r, "QUIT"); err != nil {
+			return err
+		}
+		w.Write([]byte("221 bye\r\n"))
+		return nil
+	})
+	_, err := c.Transaction("a@example.org", nil, "b@example.net\r\nRSET", nil)
+	var ce *CommandError
+	if !errors.As(err, &ce) || ce.Command != "RCPT" {
+		t.Fatalf("error %v, want RCPT's", err)
+	}
+	if err := c.Quit(); err != nil {
+		t.Error(err)
+	}
+}
+
+// A server that refuses MAIL with 421 and closes the session: the error is the 421, not the
+// end of the session that the replies after it meet.
+func TestTransactionClosing(t *testing.T) {
+	c := script(t, []string{"PIPELINING"}, func(r *bufio.Reader, w net.Conn) error {
+		if err := expectAll(r, "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "DATA"); err != nil {
+			return err
+		}
+		w.Write([]byte("421 4.4.2 idle too long\r\n"))
+		return nil
+	})
+	_, err := c.Transaction("a@example.org", nil, "b@example.net", nil)
+	var ce *CommandError
+	var se *SMTPError
+	if !errors.As(err, &ce) || ce.Command != "MAIL" || !errors.As(err, &se) || se.Code != 421 {
+		t.Fatalf("error %v, want the 421 to MAIL", err)
+	}
+}
