@@ -242,22 +242,28 @@ func (q *Queue) transact(m store.Outbound, h hop, s *session, reused bool) (r re
 		// RFC 6531 3.2: the server cannot take an internationalized address, now or later.
 		return result{host: h.name, permanent: true, err: errors.New("the server does not accept internationalized addresses (SMTPUTF8, RFC 6531)")}, true, false
 	}
-	// A refused MAIL FROM refuses our own address, not the recipient: it is retried, so that an
-	// operator can mend the configuration before the mail bounces.
-	if err := s.c.Mail(m.From, &smtp.MailOptions{Size: int64(len(m.Data)), UTF8: utf8}); err != nil {
-		var se *smtp.SMTPError
-		if reused && (!errors.As(err, &se) || se.Code == 421) {
-			return r, false, true // closed while idle, or closing (RFC 5321 3.8)
-		}
-		return r.fail(refused("MAIL FROM", err), false), false, false
-	}
-	if err := s.c.Rcpt(m.To, nil); err != nil {
-		s.c.Reset()
-		return r.fail(refused("RCPT TO", err), true), false, false
-	}
-	w, err := s.c.Data()
+	// MAIL, RCPT and DATA go out in one write when the server offers PIPELINING (RFC 2920).
+	w, err := s.c.Transaction(m.From, &smtp.MailOptions{Size: int64(len(m.Data)), UTF8: utf8}, m.To, nil)
 	if err != nil {
-		return r.fail(refused("DATA", err), true), false, false
+		cmd := "MAIL"
+		if ce := (*smtp.CommandError)(nil); errors.As(err, &ce) {
+			cmd, err = ce.Command, ce.Err
+		}
+		switch cmd {
+		case "MAIL":
+			// A refused MAIL FROM refuses our own address, not the recipient: it is retried,
+			// so that an operator can mend the configuration before the mail bounces.
+			var se *smtp.SMTPError
+			if reused && (!errors.As(err, &se) || se.Code == 421) {
+				return r, false, true // closed while idle, or closing (RFC 5321 3.8)
+			}
+			return r.fail(refused("MAIL FROM", err), false), false, false
+		case "RCPT":
+			s.c.Reset()
+			return r.fail(refused("RCPT TO", err), true), false, false
+		default:
+			return r.fail(refused("DATA", err), true), false, false
+		}
 	}
 	if _, err := w.Write(m.Data); err != nil {
 		s.broken = true // a QUIT now would be read as data
