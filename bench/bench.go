@@ -87,6 +87,12 @@ type Latency struct {
 	P50, P99      time.Duration
 	Errors        int
 	FirstError    string // what the first failed submission got
+	// Behind is how many of the acknowledged messages had not reached the sink when the last
+	// submission was answered (for certmail, its notification), and CaughtUp how long after
+	// that the last one did: a server that defers its deliveries answers submissions sooner
+	// at a rate it cannot keep up.
+	Behind   int
+	CaughtUp time.Duration
 }
 
 // Report is everything one run measured.
@@ -210,22 +216,39 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if peak := r.peak("certmail", size); peak.Messages > 0 {
 		baseN, baseO := sink.counts()
-		l, err := openLoop(ctx, cm.smtp, size, 0.8*peak.Rate(), dur, func(n int) error { return cm.settle(ctx, sink, baseN, baseO, n) })
+		var behind int
+		var caughtUp time.Duration
+		l, err := openLoop(ctx, cm.smtp, size, 0.8*peak.Rate(), dur, func(n int) error {
+			got, _ := sink.counts()
+			behind = max(baseN+n-got, 0)
+			t := time.Now()
+			err := cm.settle(ctx, sink, baseN, baseO, n)
+			caughtUp = time.Since(t)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
-		l.Server = "certmail"
-		logf("certmail latency at %.0f msg/s: p50 %v p99 %v", l.Offered, l.P50, l.P99)
+		l.Server, l.Behind, l.CaughtUp = "certmail", behind, caughtUp
+		logf("certmail latency at %.0f msg/s: p50 %v p99 %v, %d notifications behind", l.Offered, l.P50, l.P99, l.Behind)
 		r.Latencies = append(r.Latencies, l)
 	}
 	if peak := r.peak("postfix", size); pf != nil && peak.Messages > 0 {
 		base := pf.count()
-		l, err := openLoop(ctx, pf.smtp, size, 0.8*peak.Rate(), dur, func(n int) error { return pf.settle(ctx, base, n) })
+		var behind int
+		var caughtUp time.Duration
+		l, err := openLoop(ctx, pf.smtp, size, 0.8*peak.Rate(), dur, func(n int) error {
+			behind = max(base+n-pf.count(), 0)
+			t := time.Now()
+			err := pf.settle(ctx, base, n)
+			caughtUp = time.Since(t)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
-		l.Server = "postfix"
-		logf("postfix latency at %.0f msg/s: p50 %v p99 %v", l.Offered, l.P50, l.P99)
+		l.Server, l.Behind, l.CaughtUp = "postfix", behind, caughtUp
+		logf("postfix latency at %.0f msg/s: p50 %v p99 %v, %d messages behind", l.Offered, l.P50, l.P99, l.Behind)
 		r.Latencies = append(r.Latencies, l)
 	}
 

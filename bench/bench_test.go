@@ -84,3 +84,23 @@ func TestReport(t *testing.T) {
 		t.Fatalf("plot:\n%s", svg)
 	}
 }
+
+// The latency table says how far each server's mail was behind when the last submission was
+// answered, and the soak's how far the notifications were at each sample.
+func TestReportMailBehind(t *testing.T) {
+	r := &Report{Started: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC), Machine: "test"}
+	r.Latencies = []Latency{{Server: "certmail", Size: 10_000, Offered: 1500, Done: 1498, P50: 20 * time.Millisecond,
+		P99: 48 * time.Millisecond, Behind: 9321, CaughtUp: 6213 * time.Millisecond}}
+	var b strings.Builder
+	r.Write(&b)
+	if want := "| certmail | 10 KB | 1500 | 1498 | 20.0 ms | 48.0 ms | 0 | 9321 | 6.213s |"; !strings.Contains(b.String(), want) {
+		t.Fatalf("latency row %q missing:\n%s", want, b.String())
+	}
+	s := &SoakReport{Rate: 1150, Size: 10_000, Acked: 69000, Notified: 69000, Logged: 138000,
+		Samples: []SoakSample{{At: 30 * time.Second, Done: 1150, P99: 42 * time.Millisecond, RSS: 200 << 20, Goroutines: 40, FDs: 27, Behind: 76}}}
+	b.Reset()
+	s.Write(&b)
+	if want := "| 30s | 1150 | 42ms | 0 | 200.0 | 40 | 27 | 76 |"; !strings.Contains(b.String(), want) {
+		t.Fatalf("soak row %q missing:\n%s", want, b.String())
+	}
+}

@@ -97,9 +97,10 @@ func (r *Report) Write(w io.Writer) {
 
 	if len(r.Latencies) > 0 {
 		fmt.Fprintf(w, "\n### Submission latency at 80 %% of peak (open loop, connect to 250 after DATA)\n\n")
-		fmt.Fprintf(w, "| server | size | offered msg/s | done msg/s | p50 | p99 | errors |\n|---|---|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(w, "| server | size | offered msg/s | done msg/s | p50 | p99 | errors | mail behind at the end | caught up after |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, l := range r.Latencies {
-			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %s | %s | %d |\n", l.Server, sizeName(l.Size), l.Offered, l.Done, ms(l.P50), ms(l.P99), l.Errors)
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %s | %s | %d | %d | %v |\n", l.Server, sizeName(l.Size), l.Offered, l.Done, ms(l.P50), ms(l.P99), l.Errors,
+				l.Behind, l.CaughtUp.Round(time.Millisecond))
 		}
 		for _, l := range r.Latencies {
 			if l.Errors > 0 {

@@ -35,6 +35,9 @@ type SoakSample struct {
 	RSS        int64 // bytes
 	Goroutines int
 	FDs        int // open file descriptors
+	// Behind is how many acknowledged messages had no notification at the sink yet: whether
+	// the deliveries keep pace with the submissions.
+	Behind int
 }
 
 // SoakReport is what a soak found.
@@ -113,9 +116,11 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		}
 		s.FDs = openFiles(pid)
 		s.Goroutines = goroutines(ctx, cm)
+		notified, _ := sink.counts()
+		s.Behind = max(baseN+r.Acked-notified, 0)
 		r.Samples = append(r.Samples, s)
-		logf("%6s  %6.0f msg/s  p99 %-8v  errors %d  RSS %5.1f MiB  goroutines %d  open files %d",
-			s.At.Round(time.Second), s.Done, s.P99.Round(time.Millisecond), s.Errors, float64(s.RSS)/(1<<20), s.Goroutines, s.FDs)
+		logf("%6s  %6.0f msg/s  p99 %-8v  errors %d  RSS %5.1f MiB  goroutines %d  open files %d  notifications behind %d",
+			s.At.Round(time.Second), s.Done, s.P99.Round(time.Millisecond), s.Errors, float64(s.RSS)/(1<<20), s.Goroutines, s.FDs, s.Behind)
 	}
 	// Everything acknowledged must arrive: its notification at the sink, its evidence in the log.
 	waitErr := sink.waitFor(ctx, 10*time.Minute, "the soak's notifications", func() bool { return sink.notifications >= baseN+r.Acked })
@@ -157,10 +162,10 @@ func (r *SoakReport) Write(w io.Writer) {
 	if r.Peak > 0 {
 		fmt.Fprintf(w, " (80 %% of the measured peak, %.0f msg/s)", r.Peak)
 	}
-	fmt.Fprintf(w, "\n\n| time | msg/s | p99 | errors | RSS MiB | goroutines | open files |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n\n| time | msg/s | p99 | errors | RSS MiB | goroutines | open files | notifications behind |\n|---|---|---|---|---|---|---|---|\n")
 	for _, s := range r.Samples {
-		fmt.Fprintf(w, "| %s | %.0f | %v | %d | %.1f | %d | %d |\n", s.At.Round(time.Second), s.Done, s.P99.Round(time.Millisecond),
-			s.Errors, float64(s.RSS)/(1<<20), s.Goroutines, s.FDs)
+		fmt.Fprintf(w, "| %s | %.0f | %v | %d | %.1f | %d | %d | %d |\n", s.At.Round(time.Second), s.Done, s.P99.Round(time.Millisecond),
+			s.Errors, float64(s.RSS)/(1<<20), s.Goroutines, s.FDs, s.Behind)
 	}
 	fmt.Fprintf(w, "\nacknowledged %d, notified %d, notes logged %d: %d notifications and %d notes lost\n", r.Acked, r.Notified, r.Logged,
 		max(r.Acked-r.Notified, 0), max(notesPerMessage*r.Acked-r.Logged, 0))
