@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -242,7 +243,7 @@ func TestOpen(t *testing.T) {
 	if err := s.w.QueryRow("SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&versions, &latest); err != nil {
 		t.Fatal(err)
 	}
-	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 10 {
+	if versions != SchemaVersion() || latest != SchemaVersion() || latest != 11 {
 		t.Errorf("schema_migrations: %d rows, latest %d; want %d", versions, latest, SchemaVersion())
 	}
 	if err := s.View(t.Context(), func(tx store.Tx) error { _, err := tx.Item(it.Label); return err }); err != nil {
@@ -577,4 +578,85 @@ func databaseOfVersion(t *testing.T, v int, fill func(db *sql.DB) error) string 
 		t.Fatal(err)
 	}
 	return path
+}
+
+// A label's notes are found through the index by (label, leaf), not by a scan of every note,
+// and come back in the order they were stored whatever their leaves (schema v11).
+func TestEvidenceOfALabelByIndex(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "certmail.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, c := range []struct {
+		q    string
+		args []any
+	}{
+		{`SELECT ` + evidenceColumns + ` FROM evidence WHERE label = ? ORDER BY seq`, []any{"x"}},
+		{`SELECT ` + evidenceColumns + ` FROM evidence WHERE label IS NULL ORDER BY seq`, nil},
+	} {
+		rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+c.q, c.args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if p := strings.Join(plan, "; "); !strings.Contains(p, "USING INDEX evidence_label_leaf_key") {
+			t.Errorf("%s: plan %q, want the index by label and leaf", c.q, p)
+		}
+	}
+
+	// Four notes of one label, stored in the reverse order of their leaves.
+	f, err := storetest.NewFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := evidence.Label{7}
+	var notes []*evidence.Note
+	for i, typ := range []evidence.Type{evidence.COP, evidence.NTF, evidence.DLV, evidence.CMPNRO} {
+		n, err := f.Note(l, typ, f.T0.Add(time.Duration(i)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		notes = append(notes, n)
+	}
+	slices.SortFunc(notes, func(a, b *evidence.Note) int { la, lb := a.Leaf(), b.Leaf(); return bytes.Compare(lb[:], la[:]) })
+	var stored []evidence.Hash
+	err = s.Update(t.Context(), func(tx store.Tx) error {
+		for _, n := range notes {
+			if _, err := tx.AddEvidence(l, n); err != nil {
+				return err
+			}
+			stored = append(stored, n.Leaf())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.View(t.Context(), func(tx store.Tx) error {
+		ev, err := tx.Evidence(l)
+		if err != nil {
+			return err
+		}
+		var got []evidence.Hash
+		for _, e := range ev {
+			got = append(got, e.Leaf)
+		}
+		if !slices.Equal(got, stored) {
+			t.Errorf("the label's notes in the order %v, want %v (as stored)", got, stored)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
