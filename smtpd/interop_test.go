@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"certmail/internal/swakstest"
 )
 
 // need returns the path of an external program, or skips the test without it, unless
@@ -93,7 +95,7 @@ func TestPythonSmtplib(t *testing.T) {
 
 func TestSwaks(t *testing.T) {
 	t.Parallel()
-	swaks := need(t, "swaks")
+	swaks := swakstest.Path(t)
 	w := newWorld(t, options{})
 	m := message(alice)
 	// swaks ends the data with CRLF . CRLF after the file, so the file's last line has no CRLF.

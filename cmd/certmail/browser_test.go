@@ -21,6 +21,8 @@ import (
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+
+	"certmail/internal/swakstest"
 )
 
 // chromiumFlags are the flags Debian's Chromium runs headless with on a build machine.
@@ -235,7 +237,7 @@ func keyRecords(v map[string]any) []string {
 // verify` says delivered, recipient-signed or agent-attested.
 func TestBrowserPickup(t *testing.T) {
 	chromium := need(t, "chromium")
-	swaks := need(t, "swaks")
+	swaks := swakstest.Path(t)
 	mx := newSink(t)
 	p := startAgent(t, mx.addr, "")
 	if code, out, errs := p.certmail(t, "correct horse battery\n", "user", "add", "alice@localhost", "--password-stdin"); code != 0 {

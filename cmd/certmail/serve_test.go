@@ -26,6 +26,7 @@ import (
 
 	"certmail/evidence"
 	"certmail/internal/logbuf"
+	"certmail/internal/swakstest"
 )
 
 // need returns the path of an installed program a test needs; when it is missing the test skips
@@ -308,7 +309,7 @@ func get(t *testing.T, c *http.Client, u string) (int, string) {
 // enter the message password and accept; the sender's mailbox gets the posting and delivery
 // receipts, and the bundle the sender downloads verifies as delivered.
 func TestServeEndToEnd(t *testing.T) {
-	swaks := need(t, "swaks")
+	swaks := swakstest.Path(t)
 	mx := newSink(t)
 	p := startAgent(t, mx.addr, "")
 	if code, out, errs := p.certmail(t, "correct horse battery\n", "user", "add", "alice@localhost", "--password-stdin"); code != 0 {
