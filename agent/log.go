@@ -32,11 +32,23 @@ var _ Log = (*evlog.Log)(nil)
 // so the log's writes need not be on the way to the acknowledgement nor as small as the store's
 // commit groups (BENCHMARKS.md, "Evidence log: appends and integration").
 func (a *Agent) update(ctx context.Context, fn func(store.Tx) error) error {
+	return a.updateWithin(ctx, 0, fn)
+}
+
+// updateWithin is update for a step nobody waits on to acknowledge anything: with within > 0
+// its commit may wait that long to share a commit another step makes (store.UpdateWithin).
+func (a *Agent) updateWithin(ctx context.Context, within time.Duration, fn func(store.Tx) error) error {
 	var added []store.Evidence
-	err := a.st.Update(ctx, func(tx store.Tx) error {
+	step := func(tx store.Tx) error {
 		added = added[:0]
 		return fn(loggedTx{Tx: tx, added: &added})
-	})
+	}
+	var err error
+	if within > 0 {
+		err = a.st.UpdateWithin(ctx, within, step)
+	} else {
+		err = a.st.Update(ctx, step)
+	}
 	if err != nil {
 		return err
 	}

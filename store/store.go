@@ -29,6 +29,11 @@ type Store interface {
 	// Update runs fn in a read-write transaction and commits it durably before returning nil. If
 	// fn returns an error, nothing fn did is kept and that error is returned.
 	Update(ctx context.Context, fn func(Tx) error) error
+	// UpdateWithin is Update for a write that nobody waits on to acknowledge anything, such as
+	// the record of a delivered mail: its commit may wait up to within for an Update that
+	// somebody does wait on, and share that one's commit. It too returns nil only once fn's
+	// writes are durably committed.
+	UpdateWithin(ctx context.Context, within time.Duration, fn func(Tx) error) error
 	// View runs fn in a read-only transaction.
 	View(ctx context.Context, fn func(Tx) error) error
 	Close() error

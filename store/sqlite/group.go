@@ -21,7 +21,9 @@ import (
 //
 // The batch is whatever queued while the previous one ran and synced. With a commit delay
 // (SetCommitDelay), a batch that starts while many submissions are under way waits a little
-// for them to join it; a lone Update never waits for company.
+// for them to join it; a lone Update never waits for company. A batch of UpdateWithin calls
+// alone waits for an Update, until the earliest of their deadlines: under a steady load the
+// records of delivered mails then ride on the submissions' commits instead of taking one each.
 
 // maxBatch bounds how many Updates share one transaction, so one batch's latency stays bounded.
 const maxBatch = 128
@@ -64,6 +66,7 @@ const (
 type request struct {
 	ctx   context.Context
 	fn    func(store.Tx) error
+	by    time.Time // UpdateWithin's: when it must be committing; zero for Update
 	state atomic.Int32
 	done  chan outcome // buffered: the committer never waits for a caller
 }
@@ -82,10 +85,21 @@ type outcome struct {
 // while it waits, or before the commit, keeps nothing and returns ctx's error. fn must not call
 // Update or View.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return s.update(ctx, time.Time{}, fn)
+}
+
+// UpdateWithin is Update whose commit may wait up to within for an Update to share it: when
+// the committer is free and holds only UpdateWithin calls, it waits until the earliest of
+// their deadlines for an Update, and commits them all with it, or alone at the deadline.
+func (s *Store) UpdateWithin(ctx context.Context, within time.Duration, fn func(store.Tx) error) error {
+	return s.update(ctx, time.Now().Add(max(within, 0)), fn)
+}
+
+func (s *Store) update(ctx context.Context, by time.Time, fn func(store.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &request{ctx: ctx, fn: fn, done: make(chan outcome, 1)}
+	r := &request{ctx: ctx, fn: fn, by: by, done: make(chan outcome, 1)}
 	if err := s.enqueue(r); err != nil {
 		return err
 	}
@@ -139,10 +153,50 @@ func (s *Store) commitLoop() {
 				break gather
 			}
 		}
+		batch = s.waitForUpdate(batch)
 		batch = s.waitForCompany(batch)
 		s.commit(batch)
 		clear(batch) // let the requests go
 	}
+}
+
+// waitForUpdate adds to a batch of UpdateWithin calls alone what comes until the earliest of
+// their deadlines, and returns as soon as an Update comes with it.
+func (s *Store) waitForUpdate(batch []*request) []*request {
+	var by time.Time
+	for _, r := range batch {
+		if r.by.IsZero() {
+			return batch
+		}
+		if by.IsZero() || r.by.Before(by) {
+			by = r.by
+		}
+	}
+	wait := time.Until(by)
+	if wait <= 0 {
+		return batch
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for len(batch) < maxBatch {
+		select {
+		case r, ok := <-s.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+			if r.by.IsZero() {
+				return batch
+			}
+			if r.by.Before(by) {
+				t.Reset(time.Until(r.by))
+				by = r.by
+			}
+		case <-t.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // waitForCompany adds to batch the Updates that come within the commit delay, when it has

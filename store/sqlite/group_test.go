@@ -273,3 +273,76 @@ func TestCommitDelay(t *testing.T) {
 		t.Errorf("a lone Update waited %v for company", took)
 	}
 }
+
+// TestUpdateWithin checks that an UpdateWithin waits for an Update to share its commit, commits
+// alone at its deadline when none comes, and keeps nothing when its caller gives up waiting.
+func TestUpdateWithin(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "certmail.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put := func(addr string) func(store.Tx) error {
+		return func(tx store.Tx) error { return tx.PutUser(store.User{Address: addr, Created: time.Now()}) }
+	}
+	stored := func(addr string) bool {
+		t.Helper()
+		err := s.View(t.Context(), func(tx store.Tx) error { _, err := tx.User(addr); return err })
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+
+	// Waiting for company: a minute, unless an Update comes.
+	before := s.batches.Load()
+	lazy := make(chan error, 1)
+	go func() { lazy <- s.UpdateWithin(t.Context(), time.Minute, put("lazy@example.org")) }()
+	select {
+	case err := <-lazy:
+		t.Fatalf("UpdateWithin returned (%v) with no Update to share its commit, its minute not out", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	eager := time.Now()
+	if err := s.Update(t.Context(), put("eager@example.org")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-lazy; err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(eager); took >= 30*time.Second {
+		t.Errorf("the Update waited %v with the UpdateWithin, for the UpdateWithin's deadline", took)
+	}
+	if got := s.batches.Load() - before; got != 1 {
+		t.Errorf("an UpdateWithin and the Update it waited for took %d commits, want 1", got)
+	}
+	if !stored("lazy@example.org") || !stored("eager@example.org") {
+		t.Error("the shared commit lost a write")
+	}
+
+	// Alone, it commits at its deadline, not before.
+	const within = 50 * time.Millisecond
+	start := time.Now()
+	if err := s.UpdateWithin(t.Context(), within, put("alone@example.org")); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < within {
+		t.Errorf("a lone UpdateWithin committed after %v, before its %v were out", took, within)
+	}
+	if !stored("alone@example.org") {
+		t.Error("a lone UpdateWithin's write is not stored")
+	}
+
+	// Its caller gives up while it waits: nothing of it is kept, and the committer goes on.
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.UpdateWithin(ctx, time.Minute, put("gone@example.org")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("UpdateWithin whose ctx ended while it waited returned %v", err)
+	}
+	if err := s.Update(t.Context(), put("after@example.org")); err != nil {
+		t.Fatal(err)
+	}
+	if stored("gone@example.org") || !stored("after@example.org") {
+		t.Error("an abandoned UpdateWithin was kept, or the Update after it was not")
+	}
+}
