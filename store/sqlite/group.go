@@ -178,25 +178,16 @@ func (s *Store) waitForUpdate(batch []*request) []*request {
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	for len(batch) < maxBatch {
-		select {
-		case r, ok := <-s.queue:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, r)
-			if r.by.IsZero() {
-				return batch
-			}
-			if r.by.Before(by) {
-				t.Reset(time.Until(r.by))
-				by = r.by
-			}
-		case <-t.C:
-			return batch
+	return s.gather(batch, t, func(r *request, _ []*request) bool {
+		if r.by.IsZero() {
+			return true
 		}
-	}
-	return batch
+		if r.by.Before(by) {
+			t.Reset(time.Until(r.by))
+			by = r.by
+		}
+		return false
+	})
 }
 
 // waitForCompany adds to batch the Updates that come within the commit delay, when it has
@@ -208,6 +199,14 @@ func (s *Store) waitForCompany(batch []*request) []*request {
 	}
 	t := time.NewTimer(cd.d)
 	defer t.Stop()
+	return s.gather(batch, t, func(_ *request, batch []*request) bool {
+		return len(batch) >= cd.underWay() // all that are under way have come
+	})
+}
+
+// gather adds to batch the Updates that come until t fires, the batch is full, the queue is
+// closed, or enough says, of the Update just added and the batch, that it need wait no longer.
+func (s *Store) gather(batch []*request, t *time.Timer, enough func(r *request, batch []*request) bool) []*request {
 	for len(batch) < maxBatch {
 		select {
 		case r, ok := <-s.queue:
@@ -215,8 +214,8 @@ func (s *Store) waitForCompany(batch []*request) []*request {
 				return batch
 			}
 			batch = append(batch, r)
-			if len(batch) >= cd.underWay() {
-				return batch // all that are under way have come
+			if enough(r, batch) {
+				return batch
 			}
 		case <-t.C:
 			return batch
