@@ -108,8 +108,10 @@ func submit(ctx context.Context, addr, rcpt string, msg []byte) (string, error) 
 // its own started on schedule whether or not earlier ones have finished (an open loop, so a
 // slow server cannot slow the offered load and hide its latency), and measures each from
 // connect to the reply to its data. wait is then called with the number of messages that
-// were acknowledged, to let the server finish them before what comes next.
-func openLoop(ctx context.Context, addr string, size int, rate float64, dur time.Duration, wait func(int) error) (Latency, error) {
+// were acknowledged, to let the server finish them before what comes next. missing, when not
+// nil, is asked first how many of those the server had yet to pass on: the Latency keeps its
+// answer and how long wait took (Behind, CaughtUp).
+func openLoop(ctx context.Context, addr string, size int, rate float64, dur time.Duration, missing func(int) int, wait func(int) error) (Latency, error) {
 	l := Latency{Size: size, Offered: rate}
 	n := max(int(rate*dur.Seconds()), 1)
 	interval := time.Duration(float64(time.Second) / rate)
@@ -152,5 +154,12 @@ func openLoop(ctx context.Context, addr string, size int, rate float64, dur time
 	if len(times) > 0 {
 		l.Done = float64(len(times)) / last.Sub(start).Seconds()
 	}
-	return l, wait(len(times))
+	if missing == nil {
+		return l, wait(len(times))
+	}
+	l.Behind = max(missing(len(times)), 0)
+	t := time.Now()
+	err := wait(len(times))
+	l.CaughtUp = time.Since(t)
+	return l, err
 }

@@ -105,7 +105,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	start := time.Now()
 	for time.Since(start) < o.Duration {
 		var n int
-		l, err := openLoop(ctx, cm.smtp, o.Size, r.Rate, o.Interval, func(acked int) error { n = acked; return nil })
+		l, err := openLoop(ctx, cm.smtp, o.Size, r.Rate, o.Interval, nil, func(acked int) error { n = acked; return nil })
 		if err != nil {
 			return nil, err
 		}

@@ -588,14 +588,9 @@ func TestEvidenceOfALabelByIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for _, c := range []struct {
-		q    string
-		args []any
-	}{
-		{`SELECT ` + evidenceColumns + ` FROM evidence WHERE label = ? ORDER BY seq`, []any{"x"}},
-		{`SELECT ` + evidenceColumns + ` FROM evidence WHERE label IS NULL ORDER BY seq`, nil},
-	} {
-		rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+c.q, c.args...)
+	for _, l := range []evidence.Label{{7}, {}} {
+		q, args := evidenceOf(l)
+		rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+q, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -610,7 +605,7 @@ func TestEvidenceOfALabelByIndex(t *testing.T) {
 		}
 		rows.Close()
 		if p := strings.Join(plan, "; "); !strings.Contains(p, "USING INDEX evidence_label_leaf_key") {
-			t.Errorf("%s: plan %q, want the index by label and leaf", c.q, p)
+			t.Errorf("%s: plan %q, want the index by label and leaf", q, p)
 		}
 	}
 

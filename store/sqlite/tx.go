@@ -448,9 +448,15 @@ func (t *tx) AddEvidence(l evidence.Label, n *evidence.Note) (store.Evidence, er
 	return e, nil
 }
 
-func (t *tx) Evidence(l evidence.Label) ([]store.Evidence, error) {
+// evidenceOf is the query of a label's notes, in the order they were stored.
+func evidenceOf(l evidence.Label) (string, []any) {
 	cond, args := labelIs(l)
-	rows, err := t.q.QueryContext(t.ctx, `SELECT `+evidenceColumns+` FROM evidence WHERE `+cond+` ORDER BY seq`, args...)
+	return `SELECT ` + evidenceColumns + ` FROM evidence WHERE ` + cond + ` ORDER BY seq`, args
+}
+
+func (t *tx) Evidence(l evidence.Label) ([]store.Evidence, error) {
+	q, args := evidenceOf(l)
+	rows, err := t.q.QueryContext(t.ctx, q, args...)
 	ev, err := collect(rows, err, scanEvidence)
 	if err != nil {
 		return nil, fmt.Errorf("store: evidence %s: %w", l, err)
