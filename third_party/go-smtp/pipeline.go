@@ -4,6 +4,7 @@ package smtp
 // waits for each command's reply before it sends the next (emersion/go-smtp#203).
 
 import (
+	"strconv"
 	"time"
 )
 
@@ -115,4 +116,99 @@ func (c *Client) Transaction(from string, mopts *MailOptions, to string, ropts *
 func isReply(err error) bool {
 	_, ok := err.(*SMTPError)
 	return ok
+}
+
+// Send hands the server one mail, msg, for one recipient, and returns the server's reply to
+// the message.
+//
+// When the server offers PIPELINING and CHUNKING (RFC 3030), MAIL FROM, RCPT TO and the
+// message as one "BDAT size LAST" chunk go out in one write, and the three replies are read
+// after it: one round trip, and no dot-stuffing. The chunk follows its command whatever the
+// replies before it say, and a server reads it even when it refuses it (RFC 3030 2), so a
+// refused MAIL or RCPT leaves the session where Transaction's would. Otherwise Send is
+// Transaction, the message and its final dot.
+//
+// The error is a *CommandError naming the first command that failed: "MAIL", "RCPT",
+// "DATA", or, for the message itself, "BDAT" or "end of DATA": the reply to the message is
+// what says whether the server took the mail. An Err that is not an *SMTPError ended the
+// session.
+func (c *Client) Send(from string, mopts *MailOptions, to string, ropts *RcptOptions, msg []byte) (*DataResponse, error) {
+	if err := c.hello(); err != nil {
+		return nil, &CommandError{"MAIL", err}
+	}
+	_, pipelining := c.ext["PIPELINING"]
+	_, chunking := c.ext["CHUNKING"]
+	if !pipelining || !chunking || c.lmtp {
+		w, err := c.Transaction(from, mopts, to, ropts)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(msg); err != nil {
+			return nil, &CommandError{"end of DATA", err}
+		}
+		resp, err := w.CloseWithResponse()
+		if err != nil {
+			return nil, &CommandError{"end of DATA", err}
+		}
+		return resp, nil
+	}
+
+	mail, err := c.mailCommand(from, mopts)
+	if err != nil {
+		return nil, &CommandError{"MAIL", err}
+	}
+	rcpt, err := c.rcptCommand(to, ropts)
+	if err != nil {
+		return nil, &CommandError{"RCPT", err}
+	}
+
+	// As for DATA, the message is written without a deadline; its replies have theirs.
+	w := c.text.W
+	w.WriteString(mail)
+	w.WriteString("\r\n")
+	w.WriteString(rcpt)
+	w.WriteString("\r\nBDAT ")
+	w.WriteString(strconv.Itoa(len(msg)))
+	w.WriteString(" LAST\r\n")
+	w.Write(msg)
+	if err := w.Flush(); err != nil {
+		return nil, &CommandError{"MAIL", err}
+	}
+
+	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
+	defer c.conn.SetDeadline(time.Time{})
+	c.rcpts = nil
+	var first *CommandError
+	fail := func(cmd string, err error) (*DataResponse, error) {
+		if first != nil {
+			return nil, first
+		}
+		return nil, &CommandError{cmd, err}
+	}
+	if _, _, err := c.readResponse(250); err != nil {
+		if !isReply(err) {
+			return fail("MAIL", err)
+		}
+		first = &CommandError{"MAIL", err}
+	}
+	if _, _, err := c.readResponse(25); err != nil {
+		if !isReply(err) {
+			return fail("RCPT", err)
+		}
+		if first == nil {
+			first = &CommandError{"RCPT", err}
+		}
+	} else {
+		c.rcpts = append(c.rcpts, to)
+	}
+	c.conn.SetDeadline(time.Now().Add(c.SubmissionTimeout))
+	_, text, err := c.readResponse(250)
+	if err != nil {
+		// After a refusal the reply to the chunk says nothing of the mail.
+		return fail("BDAT", err)
+	}
+	if first != nil {
+		return nil, first
+	}
+	return &DataResponse{StatusText: text}, nil
 }

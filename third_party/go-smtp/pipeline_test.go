@@ -5,7 +5,9 @@ package smtp
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -266,5 +268,157 @@ func TestTransactionClosing(t *testing.T) {
 	var se *SMTPError
 	if !errors.As(err, &ce) || ce.Command != "MAIL" || !errors.As(err, &se) || se.Code != 421 {
 		t.Fatalf("error %v, want the 421 to MAIL", err)
+	}
+}
+
+// readChunk reads a BDAT chunk of n bytes and fails unless it is want.
+func readChunk(r *bufio.Reader, want string) error {
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(r, got); err != nil {
+		return err
+	}
+	if string(got) != want {
+		return errors.New("chunk " + strconv.Quote(string(got)) + ", want " + strconv.Quote(want))
+	}
+	return nil
+}
+
+// A server that offers PIPELINING and CHUNKING gets MAIL, RCPT and the message in one BDAT
+// chunk before it answers any of them; the message goes as it is, its dots not stuffed.
+func TestSendChunked(t *testing.T) {
+	const msg = "Hi\r\n.dot\r\n"
+	c := script(t, []string{"PIPELINING", "CHUNKING", "SIZE 1000"}, func(r *bufio.Reader, w net.Conn) error {
+		if err := expectAll(r, "MAIL FROM:<a@example.org> SIZE=10", "RCPT TO:<b@example.net>", "BDAT 10 LAST"); err != nil {
+			return err
+		}
+		if err := readChunk(r, msg); err != nil {
+			return err
+		}
+		w.Write([]byte("250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 queued as 7\r\n"))
+		if err := expect(r, "QUIT"); err != nil {
+			return err
+		}
+		w.Write([]byte("221 bye\r\n"))
+		return nil
+	})
+	resp, err := c.Send("a@example.org", &MailOptions{Size: len64(msg)}, "b@example.net", nil, []byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusText != "2.0.0 queued as 7" {
+		t.Errorf("reply to the message %q, want 2.0.0 queued as 7", resp.StatusText)
+	}
+	if err := c.Quit(); err != nil {
+		t.Error(err)
+	}
+}
+
+func len64(s string) int64 { return int64(len(s)) }
+
+// A refused recipient is the error, not the server's reply to the chunk after it, and the
+// session goes on after RSET.
+func TestSendChunkedRecipientRefused(t *testing.T) {
+	c := script(t, []string{"PIPELINING", "CHUNKING"}, func(r *bufio.Reader, w net.Conn) error {
+		if err := expectAll(r, "MAIL FROM:<a@example.org>", "RCPT TO:<nobody@example.net>", "BDAT 4 LAST"); err != nil {
+			return err
+		}
+		if err := readChunk(r, "Hi\r\n"); err != nil {
+			return err
+		}
+		w.Write([]byte("250 ok\r\n550 5.1.1 no such user\r\n503 5.5.1 no valid recipients\r\n"))
+		if err := expect(r, "RSET"); err != nil {
+			return err
+		}
+		w.Write([]byte("250 ok\r\n"))
+		if err := expect(r, "EHLO localhost"); err != nil { // upstream's Reset greets again
+			return err
+		}
+		w.Write([]byte("250-test\r\n250-PIPELINING\r\n250 CHUNKING\r\n"))
+		if err := expectAll(r, "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "BDAT 4 LAST"); err != nil {
+			return err
+		}
+		if err := readChunk(r, "Hi\r\n"); err != nil {
+			return err
+		}
+		w.Write([]byte("250 ok\r\n250 ok\r\n250 queued\r\n"))
+		return nil
+	})
+	_, err := c.Send("a@example.org", nil, "nobody@example.net", nil, []byte("Hi\r\n"))
+	var ce *CommandError
+	var se *SMTPError
+	if !errors.As(err, &ce) || ce.Command != "RCPT" || !errors.As(err, &se) || se.Code != 550 {
+		t.Fatalf("error %v, want the 550 to RCPT", err)
+	}
+	if err := c.Reset(); err != nil {
+		t.Fatalf("RSET after the refusal: %v", err)
+	}
+	if _, err := c.Send("a@example.org", nil, "b@example.net", nil, []byte("Hi\r\n")); err != nil {
+		t.Fatalf("the next mail: %v", err)
+	}
+}
+
+// The reply to the chunk says whether the server took the mail: a refusal is the error of
+// BDAT, and the end of the session there an error that is not a reply.
+func TestSendChunkedMessageRefused(t *testing.T) {
+	for _, tc := range []struct {
+		reply string
+		code  int
+	}{{"554 5.6.0 content refused\r\n", 554}, {"", 0}} {
+		c := script(t, []string{"PIPELINING", "CHUNKING"}, func(r *bufio.Reader, w net.Conn) error {
+			if err := expectAll(r, "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "BDAT 4 LAST"); err != nil {
+				return err
+			}
+			if err := readChunk(r, "Hi\r\n"); err != nil {
+				return err
+			}
+			w.Write([]byte("250 ok\r\n250 ok\r\n" + tc.reply))
+			return nil // closes the connection
+		})
+		_, err := c.Send("a@example.org", nil, "b@example.net", nil, []byte("Hi\r\n"))
+		var ce *CommandError
+		var se *SMTPError
+		if !errors.As(err, &ce) || ce.Command != "BDAT" || errors.As(err, &se) != (tc.code != 0) || (tc.code != 0 && se.Code != tc.code) {
+			t.Errorf("reply %q: error %v, want it at BDAT", tc.reply, err)
+		}
+	}
+}
+
+// Without CHUNKING the message goes after DATA, its dots stuffed, and a refusal of it is the
+// error of the end of DATA.
+func TestSendWithoutChunking(t *testing.T) {
+	c := script(t, []string{"PIPELINING"}, func(r *bufio.Reader, w net.Conn) error {
+		if err := expectAll(r, "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "DATA"); err != nil {
+			return err
+		}
+		w.Write([]byte("250 ok\r\n250 ok\r\n354 go on\r\n"))
+		if err := expectAll(r, "Hi", "..dot", "."); err != nil {
+			return err
+		}
+		w.Write([]byte("554 5.6.0 content refused\r\n"))
+		return nil
+	})
+	_, err := c.Send("a@example.org", nil, "b@example.net", nil, []byte("Hi\r\n.dot\r\n"))
+	var ce *CommandError
+	var se *SMTPError
+	if !errors.As(err, &ce) || ce.Command != "end of DATA" || !errors.As(err, &se) || se.Code != 554 {
+		t.Fatalf("error %v, want the 554 to the end of DATA", err)
+	}
+}
+
+// A session the server closed while it was idle fails at MAIL with an error that is not a
+// reply: nothing of the mail was taken, and the caller may try a new session.
+func TestSendChunkedClosed(t *testing.T) {
+	c := script(t, []string{"PIPELINING", "CHUNKING"}, func(r *bufio.Reader, w net.Conn) error {
+		return nil // closes the connection
+	})
+	if err := c.hello(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	_, err := c.Send("a@example.org", nil, "b@example.net", nil, []byte("Hi\r\n"))
+	var ce *CommandError
+	var se *SMTPError
+	if !errors.As(err, &ce) || ce.Command != "MAIL" || errors.As(err, &se) {
+		t.Fatalf("error %v, want a session error at MAIL", err)
 	}
 }
