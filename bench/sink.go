@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -108,6 +110,7 @@ func (s *sink) session(r io.Reader, w io.Writer) {
 		return
 	}
 	var rcpts []string
+	var chunks []byte // the message so far, from BDAT chunks (RFC 3030)
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
@@ -117,11 +120,11 @@ func (s *sink) session(r io.Reader, w io.Writer) {
 		ok := true
 		switch verb {
 		case "EHLO":
-			ok = reply("250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n")
+			ok = reply("250-sink.bench.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n")
 		case "HELO":
 			ok = reply("250 sink.bench.test\r\n")
 		case "MAIL":
-			rcpts = rcpts[:0]
+			rcpts, chunks = rcpts[:0], nil
 			ok = reply("250 2.1.0 OK\r\n")
 		case "RCPT":
 			to, found := mailboxArg(arg, "TO:")
@@ -146,8 +149,30 @@ func (s *sink) session(r io.Reader, w io.Writer) {
 			s.received(rcpts, body)
 			rcpts = rcpts[:0]
 			ok = reply("250 2.0.0 OK\r\n")
+		case "BDAT":
+			size, last, good := bdatArgs(arg)
+			if !good {
+				// Without its size the chunk cannot be told from the commands after it.
+				reply("501 5.5.4 Syntax: BDAT size [LAST]\r\n")
+				bw.Flush()
+				return
+			}
+			keep := len(rcpts) > 0 && s.wantsLink(rcpts)
+			if chunks, err = readChunk(br, size, chunks, keep); err != nil {
+				return
+			}
+			switch {
+			case len(rcpts) == 0:
+				ok = reply("503 5.5.1 RCPT first\r\n")
+			case last:
+				s.received(rcpts, chunks)
+				rcpts, chunks = rcpts[:0], nil
+				ok = reply("250 2.0.0 OK\r\n")
+			default:
+				ok = reply("250 2.0.0 chunk OK\r\n")
+			}
 		case "RSET":
-			rcpts = rcpts[:0]
+			rcpts, chunks = rcpts[:0], nil
 			ok = reply("250 2.0.0 OK\r\n")
 		case "NOOP":
 			ok = reply("250 2.0.0 OK\r\n")
@@ -205,6 +230,38 @@ func readData(br *bufio.Reader, keep bool) ([]byte, error) {
 		}
 		lineStart = err == nil
 	}
+}
+
+// maxMessage is the longest message the sink keeps to look for a link in.
+const maxMessage = 64 << 20
+
+// bdatArgs parses the arguments of BDAT: the chunk's size, and whether it is the last.
+func bdatArgs(arg []byte) (size int64, last bool, ok bool) {
+	f := strings.Fields(string(arg))
+	if len(f) == 0 || len(f) > 2 || (len(f) == 2 && !strings.EqualFold(f[1], "LAST")) {
+		return 0, false, false
+	}
+	size, err := strconv.ParseInt(f[0], 10, 32)
+	if err != nil || size < 0 {
+		return 0, false, false
+	}
+	return size, len(f) == 2, true
+}
+
+// readChunk reads a BDAT chunk of size bytes, appended to body when keep is set, else
+// discarded; the chunk is the message's bytes as they are, nothing stuffed.
+func readChunk(br *bufio.Reader, size int64, body []byte, keep bool) ([]byte, error) {
+	if !keep {
+		_, err := br.Discard(int(size))
+		return body, err
+	}
+	if int64(len(body))+size > maxMessage {
+		return nil, errors.New("bench: sink: message too long")
+	}
+	n := len(body)
+	body = append(body, make([]byte, size)...)
+	_, err := io.ReadFull(br, body[n:])
+	return body, err
 }
 
 // wantsLink reports whether a message to rcpts must be searched for a pickup link.
