@@ -242,36 +242,36 @@ func (q *Queue) transact(m store.Outbound, h hop, s *session, reused bool) (r re
 		// RFC 6531 3.2: the server cannot take an internationalized address, now or later.
 		return result{host: h.name, permanent: true, err: errors.New("the server does not accept internationalized addresses (SMTPUTF8, RFC 6531)")}, true, false
 	}
-	// MAIL, RCPT and DATA go out in one write when the server offers PIPELINING (RFC 2920).
-	w, err := s.c.Transaction(m.From, &smtp.MailOptions{Size: int64(len(m.Data)), UTF8: utf8}, m.To, nil)
-	if err != nil {
+	// MAIL, RCPT and the message go out in one write when the server offers PIPELINING and
+	// CHUNKING (RFC 2920, RFC 3030); MAIL, RCPT and DATA do when it offers PIPELINING.
+	if _, err := s.c.Send(m.From, &smtp.MailOptions{Size: int64(len(m.Data)), UTF8: utf8}, m.To, nil, m.Data); err != nil {
 		cmd := "MAIL"
 		if ce := (*smtp.CommandError)(nil); errors.As(err, &ce) {
 			cmd, err = ce.Command, ce.Err
 		}
+		var se *smtp.SMTPError
+		reply := errors.As(err, &se)
 		switch cmd {
 		case "MAIL":
 			// A refused MAIL FROM refuses our own address, not the recipient: it is retried,
 			// so that an operator can mend the configuration before the mail bounces.
-			var se *smtp.SMTPError
-			if reused && (!errors.As(err, &se) || se.Code == 421) {
+			if reused && (!reply || se.Code == 421) {
 				return r, false, true // closed while idle, or closing (RFC 5321 3.8)
 			}
 			return r.fail(refused("MAIL FROM", err), false), false, false
 		case "RCPT":
 			s.c.Reset()
 			return r.fail(refused("RCPT TO", err), true), false, false
-		default:
+		case "DATA":
 			return r.fail(refused("DATA", err), true), false, false
+		default:
+			// RFC 5321 4.1.1.4: the reply to the end of the message is what says the server
+			// took the mail.
+			if !reply {
+				s.broken = true // a QUIT now could be read as part of the message
+			}
+			return r.fail(refused(cmd, err), true), false, false
 		}
-	}
-	if _, err := w.Write(m.Data); err != nil {
-		s.broken = true // a QUIT now would be read as data
-		return r.fail(fmt.Errorf("DATA: %w", err), false), false, false
-	}
-	// RFC 5321 4.1.1.4: the reply to the final dot is what says the server took the mail.
-	if _, err := w.CloseWithResponse(); err != nil {
-		return r.fail(refused("end of DATA", err), true), false, false
 	}
 	r.code = 250
 	return r, true, false

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // peer is the next mail server behind a bad network: a TCP listener on loopback that accepts
 // every connection and then does what the test says — never answers ("hang"), answers one byte
 // a second ("drip"), relays to a real SMTP server until the message data starts and then cuts
-// the connection ("cut"), or relays the whole session ("relay") when the network is healthy.
+// the connection ("cut" in a BDAT chunk, "cut-data" after DATA), or relays the whole session ("relay") when the network is healthy.
 type peer struct {
 	port    string
 	backend string // the real server behind it
@@ -104,15 +105,20 @@ func (p *peer) serve(c net.Conn) {
 		}
 		io.Copy(io.Discard, c)
 	case "cut":
-		p.relay(c, 64)
+		p.relay(c, 64, false)
+	case "cut-data":
+		p.relay(c, 64, true)
 	default:
-		p.relay(c, -1)
+		p.relay(c, -1, false)
 	}
 }
 
 // relay joins c to the real server. With cutAfter ≥ 0 it passes on only that many bytes of the
-// message data, then resets both connections: the server never sees the end of the data.
-func (p *peer) relay(c net.Conn, cutAfter int) {
+// message data, then resets both connections: the server never sees the end of the data. A
+// message in a BDAT chunk comes in the same write as MAIL and RCPT: the cut waits for the
+// server's replies to those to reach the client, so that it falls in the message. With
+// noChunking it takes CHUNKING out of the server's EHLO reply, and the client sends DATA.
+func (p *peer) relay(c net.Conn, cutAfter int, noChunking bool) {
 	b, err := net.Dial("tcp", p.backend)
 	if err != nil {
 		c.Close()
@@ -124,24 +130,53 @@ func (p *peer) relay(c net.Conn, cutAfter int) {
 		p.open--
 		p.mu.Unlock()
 	}()
-	go io.Copy(c, b)
+	var replies atomic.Int64 // reply lines passed on to the client
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := b.Read(buf)
+			chunk := buf[:n]
+			if noChunking {
+				chunk = bytes.ReplaceAll(chunk, []byte("250-CHUNKING\r\n"), nil)
+			}
+			if _, werr := c.Write(chunk); werr != nil || err != nil {
+				return
+			}
+			replies.Add(int64(bytes.Count(chunk, []byte("\n"))))
+		}
+	}()
 	buf := make([]byte, 4096)
 	inData, passed := false, 0
 	for {
 		n, err := c.Read(buf)
 		chunk := buf[:n]
-		if inData && cutAfter >= 0 {
-			chunk = chunk[:min(len(chunk), cutAfter-passed)]
-			passed += len(chunk)
+		head := 0 // bytes of chunk before the message data
+		if !inData {
+			head = len(chunk)
+			if i := bytes.Index(bytes.ToUpper(chunk), []byte("BDAT ")); i >= 0 {
+				if j := bytes.Index(chunk[i:], []byte("\r\n")); j >= 0 {
+					head, inData = i+j+2, true
+				}
+			}
 		}
+		if inData && cutAfter >= 0 {
+			chunk = chunk[:head+min(len(chunk)-head, cutAfter-passed)]
+			passed += len(chunk) - head
+		}
+		before := replies.Load()
 		if _, werr := b.Write(chunk); werr != nil || err != nil {
 			break
 		}
 		if inData && cutAfter >= 0 && passed >= cutAfter {
+			if head > 0 { // MAIL and RCPT went with the chunk: let their replies through
+				for deadline := time.Now().Add(5 * time.Second); replies.Load() < before+2 && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+			}
 			p.cutAll()
 			return
 		}
-		// The client sends DATA alone and waits for 354 (RFC 5321 4.1.1.4): what follows is data.
+		// The client sends DATA last and waits for 354 (RFC 5321 4.1.1.4): what follows is data.
 		if bytes.HasSuffix(bytes.ToUpper(chunk), []byte("DATA\r\n")) {
 			inData = true
 		}
@@ -153,7 +188,7 @@ func (p *peer) relay(c net.Conn, cutAfter int) {
 // TestFaultPeerHangsDripsAndCuts: the MX of bob's domain sits behind a bad network while dave's
 // and alice's are healthy. While bob's server holds its connection without a word, the other
 // mails are delivered; a delivery that hangs or drips is ended by the timeout, one cut in the
-// middle of the data is not taken for delivered; each failure is retried after a doubling
+// middle of the data, in a BDAT chunk or after DATA, is not taken for delivered; each failure is retried after a doubling
 // backoff, and once the network is healthy the notification is delivered, once, and signed for
 // with one NTF.
 func TestFaultPeerHangsDripsAndCuts(t *testing.T) {
@@ -195,11 +230,11 @@ func TestFaultPeerHangsDripsAndCuts(t *testing.T) {
 		t.Fatal("dave's item is not notified")
 	}
 
-	// Each later failure waits its backoff: 5m, 10m, 20m, 40m (RetryInitial 5m, doubling).
+	// Each later failure waits its backoff: 5m, 10m, 20m, 40m, 80m (RetryInitial 5m, doubling).
 	cfg.Timeout = time.Second
 	q = w.queue(cfg)
 	next := t0.Add(5 * time.Minute)
-	for i, mode := range []string{"hang", "drip", "cut"} {
+	for i, mode := range []string{"hang", "drip", "cut", "cut-data"} {
 		n := w.outbound(t, l, "notification")
 		if n.State != store.OutQueued || n.Attempts != i+1 || !n.NextAttempt.Equal(next) || n.LastError == "" {
 			t.Fatalf("before the %s attempt: %s after %d attempts, next %s (want %s), last error %q",
@@ -213,7 +248,7 @@ func TestFaultPeerHangsDripsAndCuts(t *testing.T) {
 		// The reason the sender would read in a bounce says what happened.
 		why := w.outbound(t, l, "notification").LastError
 		if want := map[string]string{"hang": "mx.b.example: no answer within 1s", "drip": "mx.b.example: no answer within 1s",
-			"cut": "mx.b.example: end of DATA: "}[mode]; !strings.HasPrefix(why, want) {
+			"cut": "mx.b.example: BDAT: ", "cut-data": "mx.b.example: end of DATA: "}[mode]; !strings.HasPrefix(why, want) {
 			t.Fatalf("after the %s attempt the reason is %q, want %q…", mode, why, want)
 		}
 		next = next.Add(5 * time.Minute << (i + 1))
@@ -229,7 +264,7 @@ func TestFaultPeerHangsDripsAndCuts(t *testing.T) {
 	if got := bobs.to(bob); len(got) != 1 || !bytes.Equal(got[0].data, n.Data) {
 		t.Fatalf("bob's server got %d mails", len(got))
 	}
-	if n.State != store.OutSent || n.Attempts != 5 {
+	if n.State != store.OutSent || n.Attempts != 6 {
 		t.Fatalf("after the network healed: %s after %d attempts", n.State, n.Attempts)
 	}
 	if it := w.item(t, l); it.State != store.StateNotified || count(w.evidence(t, l), evidence.NTF) != 1 {

@@ -278,7 +278,7 @@ func TestPermanentFailureBouncesWithTheReply(t *testing.T) {
 	labels := w.submit(t, bob, carol)
 
 	runOnce(t, q, 2, 0, 2)
-	for rcpt, want := range map[string]string{bob: "RCPT TO: 550 5.1.1 no such user here", carol: "end of DATA: 554 5.6.0 content refused"} {
+	for rcpt, want := range map[string]string{bob: "RCPT TO: 550 5.1.1 no such user here", carol: "BDAT: 554 5.6.0 content refused"} {
 		l := labels[rcpt]
 		n := w.outbound(t, l, "notification")
 		if n.State != store.OutBounced || !strings.Contains(n.LastError, want) {
