@@ -4,6 +4,7 @@ package smtp
 // waits for each command's reply before it sends the next (emersion/go-smtp#203).
 
 import (
+	"errors"
 	"strconv"
 	"time"
 )
@@ -118,72 +119,136 @@ func isReply(err error) bool {
 	return ok
 }
 
-// Send hands the server one mail, msg, for one recipient, and returns the server's reply to
-// the message.
+// Mail is one mail for SendMany: its sender, its one recipient, and its message.
+type Mail struct {
+	From        string
+	MailOptions *MailOptions
+	To          string
+	RcptOptions *RcptOptions
+	Data        []byte
+}
+
+// Send hands the server one mail, msg, for one recipient: SendMany with one mail.
+func (c *Client) Send(from string, mopts *MailOptions, to string, ropts *RcptOptions, msg []byte) error {
+	return c.SendMany([]Mail{{From: from, MailOptions: mopts, To: to, RcptOptions: ropts, Data: msg}})[0]
+}
+
+// SendMany hands the server the mails, each for one recipient, and returns each mail's error:
+// nil when the server took it.
 //
-// When the server offers PIPELINING and CHUNKING (RFC 3030), MAIL FROM, RCPT TO and the
-// message as one "BDAT size LAST" chunk go out in one write, and the three replies are read
-// after it: one round trip, and no dot-stuffing. The chunk follows its command whatever the
-// replies before it say, and a server reads it even when it refuses it (RFC 3030 2), so a
-// refused MAIL or RCPT leaves the session where Transaction's would. Otherwise Send is
-// Transaction, the message and its final dot.
+// When the server offers PIPELINING and CHUNKING (RFC 3030), all of them go out in one write —
+// each as MAIL FROM, RCPT TO and the message as one "BDAT size LAST" chunk, with RSET before
+// every mail after the first (RFC 2920 3.1 lets RSET, MAIL and RCPT stand anywhere in a group,
+// and RFC 3030 4.2 lets BDAT be pipelined) — and the replies are read after it: one round trip
+// for them all, and no dot-stuffing. A chunk follows its command whatever the replies before it
+// say, and a server reads it even when it refuses it (RFC 3030 2), so a refused MAIL or RCPT
+// leaves the session where Transaction's would, and the RSET after it starts the next mail
+// clean. Otherwise each mail is Transaction, the message and its final dot, in turn.
 //
-// The error is a *CommandError naming the first command that failed: "MAIL", "RCPT",
-// "DATA", or, for the message itself, "BDAT" or "end of DATA": the reply to the message is
-// what says whether the server took the mail. An Err that is not an *SMTPError ended the
-// session.
-func (c *Client) Send(from string, mopts *MailOptions, to string, ropts *RcptOptions, msg []byte) (*DataResponse, error) {
+// An error is a *CommandError naming the first command of its mail that failed: "MAIL",
+// "RCPT", "DATA", or, for the message itself, "BDAT" or "end of DATA": the reply to the
+// message is what says whether the server took the mail. An Err that is not an *SMTPError
+// ended the session; the mails after it then have it too, at MAIL, for none of their replies
+// came.
+func (c *Client) SendMany(mails []Mail) []error {
+	errs := make([]error, len(mails))
 	if err := c.hello(); err != nil {
-		return nil, &CommandError{"MAIL", err}
+		for i := range errs {
+			errs[i] = &CommandError{"MAIL", err}
+		}
+		return errs
 	}
 	_, pipelining := c.ext["PIPELINING"]
 	_, chunking := c.ext["CHUNKING"]
 	if !pipelining || !chunking || c.lmtp {
-		w, err := c.Transaction(from, mopts, to, ropts)
-		if err != nil {
-			return nil, err
+		for i, m := range mails {
+			errs[i] = c.sendData(m)
 		}
-		if _, err := w.Write(msg); err != nil {
-			return nil, &CommandError{"end of DATA", err}
-		}
-		resp, err := w.CloseWithResponse()
-		if err != nil {
-			return nil, &CommandError{"end of DATA", err}
-		}
-		return resp, nil
+		return errs
 	}
 
-	mail, err := c.mailCommand(from, mopts)
-	if err != nil {
-		return nil, &CommandError{"MAIL", err}
-	}
-	rcpt, err := c.rcptCommand(to, ropts)
-	if err != nil {
-		return nil, &CommandError{"RCPT", err}
-	}
-
-	// As for DATA, the message is written without a deadline; its replies have theirs.
+	// As for DATA, the messages are written without a deadline; their replies have theirs.
 	w := c.text.W
-	w.WriteString(mail)
-	w.WriteString("\r\n")
-	w.WriteString(rcpt)
-	w.WriteString("\r\nBDAT ")
-	w.WriteString(strconv.Itoa(len(msg)))
-	w.WriteString(" LAST\r\n")
-	w.Write(msg)
-	if err := w.Flush(); err != nil {
-		return nil, &CommandError{"MAIL", err}
+	var sent []int // the mails written, in order
+	for i, m := range mails {
+		mail, err := c.mailCommand(m.From, m.MailOptions)
+		if err != nil {
+			errs[i] = &CommandError{"MAIL", err}
+			continue
+		}
+		rcpt, err := c.rcptCommand(m.To, m.RcptOptions)
+		if err != nil {
+			errs[i] = &CommandError{"RCPT", err}
+			continue
+		}
+		if len(sent) > 0 {
+			w.WriteString("RSET\r\n")
+		}
+		w.WriteString(mail)
+		w.WriteString("\r\n")
+		w.WriteString(rcpt)
+		w.WriteString("\r\nBDAT ")
+		w.WriteString(strconv.Itoa(len(m.Data)))
+		w.WriteString(" LAST\r\n")
+		w.Write(m.Data)
+		sent = append(sent, i)
 	}
-
-	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
+	if len(sent) == 0 {
+		return errs
+	}
 	defer c.conn.SetDeadline(time.Time{})
+	broken := w.Flush()
+	for k, i := range sent {
+		if broken == nil {
+			if k > 0 {
+				c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
+				if _, _, err := c.readResponse(250); err != nil && !isReply(err) {
+					broken = err
+				}
+				// A refused RSET leaves the next MAIL to say whether a mail can begin.
+			}
+			if broken == nil {
+				errs[i] = c.readChunked(mails[i].To)
+			}
+			var ce *CommandError
+			if errors.As(errs[i], &ce) && !isReply(ce.Err) {
+				broken = ce.Err
+				continue
+			}
+		}
+		if broken != nil {
+			errs[i] = &CommandError{"MAIL", broken}
+		}
+	}
+	return errs
+}
+
+// sendData hands one mail with Transaction, the message and its final dot.
+func (c *Client) sendData(m Mail) error {
+	w, err := c.Transaction(m.From, m.MailOptions, m.To, m.RcptOptions)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(m.Data); err != nil {
+		return &CommandError{"end of DATA", err}
+	}
+	if _, err := w.CloseWithResponse(); err != nil {
+		return &CommandError{"end of DATA", err}
+	}
+	return nil
+}
+
+// readChunked reads the replies to one mail's MAIL, RCPT and BDAT: the error of the first that
+// failed, or of the session.
+func (c *Client) readChunked(to string) error {
+	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
 	c.rcpts = nil
 	var first *CommandError
-	fail := func(cmd string, err error) (*DataResponse, error) {
+	fail := func(cmd string, err error) error {
 		if first != nil {
-			return nil, first
+			return first
 		}
-		return nil, &CommandError{cmd, err}
+		return &CommandError{cmd, err}
 	}
 	if _, _, err := c.readResponse(250); err != nil {
 		if !isReply(err) {
@@ -202,13 +267,12 @@ func (c *Client) Send(from string, mopts *MailOptions, to string, ropts *RcptOpt
 		c.rcpts = append(c.rcpts, to)
 	}
 	c.conn.SetDeadline(time.Now().Add(c.SubmissionTimeout))
-	_, text, err := c.readResponse(250)
-	if err != nil {
+	if _, _, err := c.readResponse(250); err != nil {
 		// After a refusal the reply to the chunk says nothing of the mail.
 		return fail("BDAT", err)
 	}
 	if first != nil {
-		return nil, first
+		return first
 	}
-	return &DataResponse{StatusText: text}, nil
+	return nil
 }
