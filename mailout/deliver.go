@@ -102,23 +102,36 @@ type hop struct {
 
 // deliver hands m to the next server once.
 func (q *Queue) deliver(ctx context.Context, m store.Outbound) result {
-	if q.cfg.Peer != nil {
-		if p, ok := q.cfg.Peer(m); ok {
-			if p.Addr == "" {
-				return result{host: p.Name, permanent: true, err: fmt.Errorf("agent %s is not in the trust store", p.Name)}
-			}
-			return q.send(ctx, m, hop{addr: p.Addr, name: p.Name, tls: config.TLSStartTLS, cfg: p.TLS})
+	if p, ok := q.peer(m); ok {
+		if p.Addr == "" {
+			return result{host: p.Name, permanent: true, err: fmt.Errorf("agent %s is not in the trust store", p.Name)}
 		}
+		return q.send(ctx, m, hop{addr: p.Addr, name: p.Name, tls: config.TLSStartTLS, cfg: p.TLS})
 	}
 	if q.cfg.Mode != config.ModeSmarthost {
 		return q.deliverMX(ctx, m)
 	}
+	return q.deliverSmarthost(ctx, []store.Outbound{m})[0]
+}
+
+// deliverSmarthost hands ms to the smarthost together, over one session: one round trip for
+// them all where it offers PIPELINING and CHUNKING.
+func (q *Queue) deliverSmarthost(ctx context.Context, ms []store.Outbound) []result {
 	host, _, err := net.SplitHostPort(q.cfg.Smarthost)
 	if err != nil {
-		return result{err: fmt.Errorf("smarthost %q: %w", q.cfg.Smarthost, err)}
+		return allFail(len(ms), result{err: fmt.Errorf("smarthost %q: %w", q.cfg.Smarthost, err)})
 	}
-	return q.send(ctx, m, hop{addr: q.cfg.Smarthost, name: host, tls: q.cfg.TLS, auth: true, pool: true,
+	return q.sendMany(ctx, ms, hop{addr: q.cfg.Smarthost, name: host, tls: q.cfg.TLS, auth: true, pool: true,
 		cfg: &tls.Config{ServerName: host, RootCAs: q.cfg.RootCAs, MinVersion: tls.VersionTLS12}})
+}
+
+// allFail is n results, each r.
+func allFail(n int, r result) []result {
+	rs := make([]result, n)
+	for i := range rs {
+		rs[i] = r
+	}
+	return rs
 }
 
 // deliverMX tries the mail servers of the recipient's domain in order of preference, each of
@@ -190,22 +203,26 @@ func notFound(err error) bool {
 	return errors.As(err, &de) && de.IsNotFound
 }
 
-// send hands m to the server at h in one SMTP transaction. To the smarthost it uses a
-// connection kept open by an earlier delivery when there is one (RFC 5321 3.3: a client may
-// send several mails in one session), and a new one when that connection turns out closed
-// before the mail was handed over; to an MX, a connection of its own.
+// send hands m to the server at h in one SMTP transaction.
 func (q *Queue) send(ctx context.Context, m store.Outbound, h hop) result {
+	return q.sendMany(ctx, []store.Outbound{m}, h)[0]
+}
+
+// sendMany hands ms to the server at h, one SMTP transaction each, in one session. To the
+// smarthost it uses a connection kept open by an earlier delivery when there is one (RFC 5321
+// 3.3: a client may send several mails in one session), and a new one when that connection
+// turns out closed before any mail was handed over; to an MX, a connection of its own.
+func (q *Queue) sendMany(ctx context.Context, ms []store.Outbound, h hop) []result {
 	if h.pool {
 		if s := q.takeIdle(ctx); s != nil {
-			r, keep, stale := q.transact(m, h, s, true)
+			rs, keep, stale := q.transact(ms, h, s, true)
 			if !stale {
 				q.putBack(s, keep)
-				return r
+				return rs
 			}
 			s.close() // the server closed it while it was idle: try a new one
 		}
 	}
-	r := result{host: h.name}
 	s, err := q.connect(ctx, h)
 	if err != nil && h.tls == tlsOpportunistic && errors.Is(err, errHandshake) {
 		// A server whose TLS we cannot speak gets the mail in the clear, as one offering no TLS
@@ -214,67 +231,83 @@ func (q *Queue) send(ctx context.Context, m store.Outbound, h hop) result {
 		s, err = q.connect(ctx, h)
 	}
 	if err != nil {
-		return r.fail(err, false)
+		return allFail(len(ms), result{host: h.name}.fail(err, false))
 	}
-	r, keep, _ := q.transact(m, h, s, false)
+	rs, keep, _ := q.transact(ms, h, s, false)
 	q.putBack(s, keep && h.pool)
-	return r
+	return rs
 }
 
-// transact runs one mail's transaction on s: AUTH first on a new session, then MAIL, RCPT and
-// DATA. keep says s may carry another mail; stale that a reused s failed before the server
-// took anything, as one the server has closed does.
-func (q *Queue) transact(m store.Outbound, h hop, s *session, reused bool) (r result, keep, stale bool) {
-	r = result{host: h.name}
+// transact runs the mails' transactions on s: AUTH first on a new session, then for each MAIL,
+// RCPT and the message (Client.SendMany). keep says s may carry more mail; stale that a reused
+// s failed before the server took anything, as one the server has closed does.
+func (q *Queue) transact(ms []store.Outbound, h hop, s *session, reused bool) (rs []result, keep, stale bool) {
+	r := result{host: h.name}
 	if !reused && h.auth && q.cfg.Username != "" {
 		if !s.encrypted {
-			return r.fail(errors.New(`AUTH: the password is never sent in the clear; set tls to "starttls" or "tls"`), false), false, false
+			return allFail(len(ms), r.fail(errors.New(`AUTH: the password is never sent in the clear; set tls to "starttls" or "tls"`), false)), false, false
 		}
 		if !s.c.SupportsAuth(sasl.Plain) {
-			return r.fail(errors.New("AUTH: the server does not offer AUTH PLAIN"), false), false, false
+			return allFail(len(ms), r.fail(errors.New("AUTH: the server does not offer AUTH PLAIN"), false)), false, false
 		}
 		if err := s.c.Auth(sasl.NewPlainClient("", q.cfg.Username, q.cfg.Password)); err != nil {
-			return r.fail(refused("AUTH", err), false), false, false
+			return allFail(len(ms), r.fail(refused("AUTH", err), false)), false, false
 		}
 	}
-	utf8 := !isASCII(m.From) || !isASCII(m.To)
-	if ok, _ := s.c.Extension("SMTPUTF8"); utf8 && !ok {
-		// RFC 6531 3.2: the server cannot take an internationalized address, now or later.
-		return result{host: h.name, permanent: true, err: errors.New("the server does not accept internationalized addresses (SMTPUTF8, RFC 6531)")}, true, false
+	rs = allFail(len(ms), r)
+	mails := make([]smtp.Mail, 0, len(ms))
+	sent := make([]int, 0, len(ms)) // the index in ms of each of mails
+	for i, m := range ms {
+		utf8 := !isASCII(m.From) || !isASCII(m.To)
+		if ok, _ := s.c.Extension("SMTPUTF8"); utf8 && !ok {
+			// RFC 6531 3.2: the server cannot take an internationalized address, now or later.
+			rs[i] = result{host: h.name, permanent: true, err: errors.New("the server does not accept internationalized addresses (SMTPUTF8, RFC 6531)")}
+			continue
+		}
+		mails = append(mails, smtp.Mail{From: m.From, MailOptions: &smtp.MailOptions{Size: int64(len(m.Data)), UTF8: utf8}, To: m.To, Data: m.Data})
+		sent = append(sent, i)
 	}
-	// MAIL, RCPT and the message go out in one write when the server offers PIPELINING and
-	// CHUNKING (RFC 2920, RFC 3030); MAIL, RCPT and DATA do when it offers PIPELINING.
-	if _, err := s.c.Send(m.From, &smtp.MailOptions{Size: int64(len(m.Data)), UTF8: utf8}, m.To, nil, m.Data); err != nil {
+	if len(mails) == 0 {
+		return rs, true, false
+	}
+	// The mails and their commands go out in one write when the server offers PIPELINING and
+	// CHUNKING (RFC 2920, RFC 3030); MAIL, RCPT and DATA of each do when it offers PIPELINING.
+	keep = true
+	for k, err := range s.c.SendMany(mails) {
+		i := sent[k]
+		if err == nil {
+			rs[i].code = 250
+			continue
+		}
+		keep = false
 		cmd := "MAIL"
 		if ce := (*smtp.CommandError)(nil); errors.As(err, &ce) {
 			cmd, err = ce.Command, ce.Err
 		}
 		var se *smtp.SMTPError
 		reply := errors.As(err, &se)
+		if !reply {
+			s.broken = true // a QUIT now could be read as part of a message
+		}
 		switch cmd {
 		case "MAIL":
 			// A refused MAIL FROM refuses our own address, not the recipient: it is retried,
 			// so that an operator can mend the configuration before the mail bounces.
-			if reused && (!reply || se.Code == 421) {
-				return r, false, true // closed while idle, or closing (RFC 5321 3.8)
+			if k == 0 && reused && (!reply || se.Code == 421) {
+				return nil, false, true // closed while idle, or closing (RFC 5321 3.8)
 			}
-			return r.fail(refused("MAIL FROM", err), false), false, false
+			rs[i] = rs[i].fail(refused("MAIL FROM", err), false)
 		case "RCPT":
-			s.c.Reset()
-			return r.fail(refused("RCPT TO", err), true), false, false
+			rs[i] = rs[i].fail(refused("RCPT TO", err), true)
 		case "DATA":
-			return r.fail(refused("DATA", err), true), false, false
+			rs[i] = rs[i].fail(refused("DATA", err), true)
 		default:
 			// RFC 5321 4.1.1.4: the reply to the end of the message is what says the server
 			// took the mail.
-			if !reply {
-				s.broken = true // a QUIT now could be read as part of the message
-			}
-			return r.fail(refused(cmd, err), true), false, false
+			rs[i] = rs[i].fail(refused(cmd, err), true)
 		}
 	}
-	r.code = 250
-	return r, true, false
+	return rs, keep, false
 }
 
 // takeIdle returns a kept-open session to the smarthost, bound to ctx, or nil.

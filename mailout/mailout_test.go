@@ -670,6 +670,45 @@ func TestMXLookupFailures(t *testing.T) {
 	}
 }
 
+// Mails handed over while every delivery is busy go to the smarthost together, in one session
+// (one round trip, Client.SendMany), and each gets its own outcome: a refused recipient
+// bounces, the mails beside it are delivered.
+func TestHandedMailsGoTogether(t *testing.T) {
+	w := newWorld(t, true)
+	s := newSink(t, sinkOptions{})
+	s.set(bob, "hold")
+	s.set(carol, "550")
+	cfg := smarthost(s)
+	cfg.Workers, cfg.Poll = 1, time.Hour
+	q := w.queue(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { q.Run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+
+	w.submit(t, bob)
+	<-s.held // the one delivery is held at bob's notification
+	labels := w.submit(t, carol, dave)
+	s.unhold()
+	waitFor(t, func() bool {
+		return w.outbound(t, labels[carol], "notification").State == store.OutBounced &&
+			w.outbound(t, labels[dave], "notification").State == store.OutSent &&
+			w.outbound(t, labels[carol], "posting-receipt").State == store.OutSent &&
+			w.outbound(t, labels[dave], "posting-receipt").State == store.OutSent
+	})
+	if why := w.outbound(t, labels[carol], "notification").LastError; !strings.HasSuffix(why, "RCPT TO: 550 5.1.1 no such user here") {
+		t.Errorf("carol's notification bounced with %q", why)
+	}
+	if got := s.to(dave); len(got) != 1 {
+		t.Fatalf("dave got %d notifications", len(got))
+	}
+	// Carol's refused notification and dave's went in one session, though carol's came first:
+	// one at a time, her refusal would have ended the session.
+	if c, d := s.sessions(carol), s.sessions(dave); len(c) != 1 || len(d) != 1 || c[0] != d[0] {
+		t.Errorf("carol's notification went in sessions %v, dave's in %v; want one, the same", c, d)
+	}
+}
+
 // Run delivers at once what a submission queues, without waiting for its poll.
 func TestRunDeliversOnKick(t *testing.T) {
 	w := newWorld(t)

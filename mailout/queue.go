@@ -391,23 +391,59 @@ func (q *Queue) dispatch(ctx context.Context, stop <-chan struct{}, deliveries *
 		case <-q.hand:
 		}
 		for ms := q.takeHanded(); len(ms) > 0; ms = q.takeHanded() {
-			for i, m := range ms {
+			for len(ms) > 0 {
 				select {
 				case q.slots <- struct{}{}:
 				case <-stop:
-					q.giveBack(ctx, append(ms[i:], q.takeHanded()...))
+					q.giveBack(ctx, append(ms, q.takeHanded()...))
 					return
 				}
+				// What was handed while the slots were busy joins the group.
+				ms = append(ms, q.takeHanded()...)
+				group := q.group(ms)
+				ms = ms[len(group):]
 				deliveries.Go(func() {
 					// attempt logs what it cannot record. A mail that waits for a retry, or
 					// was given back, is the runs' now: Run must look at when it is due.
-					if out, _ := q.attempt(ctx, m, func() { <-q.slots }); out != outDelivered && out != outBounced {
-						q.Kick()
+					for _, out := range q.attemptGroup(ctx, group, func() { <-q.slots }) {
+						if out != outDelivered && out != outBounced {
+							q.Kick()
+							break
+						}
 					}
 				})
 			}
 		}
 	}
+}
+
+// Limits of a group of mails handed to the smarthost in one round trip.
+const (
+	maxGroup      = 16
+	maxGroupBytes = 1 << 20
+)
+
+// group is the mails at the head of ms to deliver together: to the smarthost, the first and
+// those after it that go there too, up to maxGroup of them and maxGroupBytes; otherwise the
+// first alone.
+func (q *Queue) group(ms []store.Outbound) []store.Outbound {
+	n, size := 0, 0
+	for n < len(ms) && n < maxGroup && q.cfg.Mode == config.ModeSmarthost {
+		if _, peer := q.peer(ms[n]); peer || (n > 0 && size+len(ms[n].Data) > maxGroupBytes) {
+			break
+		}
+		size += len(ms[n].Data)
+		n++
+	}
+	return ms[:max(n, 1)]
+}
+
+// peer says where m goes when it goes to a trusted peer agent rather than by mail.
+func (q *Queue) peer(m store.Outbound) (PeerHop, bool) {
+	if q.cfg.Peer == nil {
+		return PeerHop{}, false
+	}
+	return q.cfg.Peer(m)
 }
 
 // giveBack makes handed mails that were not delivered due at once, for a run to claim.
@@ -472,13 +508,47 @@ func (q *Queue) attempt(ctx context.Context, m store.Outbound, done func()) (out
 	dctx, cancel := context.WithTimeout(ctx, q.cfg.Timeout)
 	r := q.deliver(dctx, m)
 	done()
+	r = q.timedOut(dctx, r)
+	cancel()
+	return q.record(ctx, m, r)
+}
+
+// attemptGroup delivers a group of mails (group) to the smarthost in one session, calls done,
+// and records each mail's outcome, as attempt does one's.
+func (q *Queue) attemptGroup(ctx context.Context, ms []store.Outbound, done func()) []outcome {
+	if len(ms) == 1 {
+		out, _ := q.attempt(ctx, ms[0], done)
+		return []outcome{out}
+	}
+	dctx, cancel := context.WithTimeout(ctx, q.cfg.Timeout)
+	rs := q.deliverSmarthost(dctx, ms)
+	done()
+	for i := range rs {
+		rs[i] = q.timedOut(dctx, rs[i])
+	}
+	cancel()
+	// Each record waits for its commit, which the others may share.
+	outs := make([]outcome, len(ms))
+	var wg sync.WaitGroup
+	for i := range ms {
+		wg.Go(func() { outs[i], _ = q.record(ctx, ms[i], rs[i]) })
+	}
+	wg.Wait()
+	return outs
+}
+
+// timedOut says so when r failed because the delivery's time, dctx's, ran out.
+func (q *Queue) timedOut(dctx context.Context, r result) result {
 	if r.err != nil && errors.Is(dctx.Err(), context.DeadlineExceeded) {
 		// The error is whatever the closed connection gave the command under way ("use of
 		// closed network connection"): say what happened, so the sender and the log know.
 		r.err = fmt.Errorf("no answer within %s: %w", q.cfg.Timeout, r.err)
 	}
-	cancel()
+	return r
+}
 
+// record records the result r of one attempt to deliver m: delivered, to retry, or bounced.
+func (q *Queue) record(ctx context.Context, m store.Outbound, r result) (outcome, error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	now := q.cfg.Now()

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -30,8 +31,9 @@ type sink struct {
 	mu      sync.Mutex
 	actions map[string]string // recipient → "" (250), "451", "550", "554-data", "drop", "hold"
 	got     []received
-	auths   int // AUTH attempts
-	conns   int // connections accepted (sessions before STARTTLS)
+	tried   map[string][]string // recipient → the client address of each session that named it
+	auths   int                 // AUTH attempts
+	conns   int                 // connections accepted (sessions before STARTTLS)
 
 	held    chan string   // a "hold" recipient's data has been read; no reply yet
 	release chan struct{} // closed to answer held deliveries (and at cleanup)
@@ -68,7 +70,7 @@ func newSink(t *testing.T, o sinkOptions) *sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sink{addr: l.Addr().String(), users: o.users, actions: map[string]string{},
+	s := &sink{addr: l.Addr().String(), users: o.users, actions: map[string]string{}, tried: map[string][]string{},
 		held: make(chan string, 16), release: make(chan struct{})}
 	_, s.port, _ = net.SplitHostPort(s.addr)
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
@@ -128,6 +130,13 @@ func (s *sink) to(rcpt string) []received {
 	return out
 }
 
+// sessions lists the client address of each session that named rcpt, in order.
+func (s *sink) sessions(rcpt string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.tried[rcpt])
+}
+
 func (s *sink) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -177,6 +186,9 @@ func (x *sinkSession) Auth(string) (sasl.Server, error) {
 func (x *sinkSession) Mail(from string, _ *smtp.MailOptions) error { x.from = from; return nil }
 
 func (x *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	x.s.mu.Lock()
+	x.s.tried[to] = append(x.s.tried[to], x.c.Conn().RemoteAddr().String())
+	x.s.mu.Unlock()
 	switch x.s.action(to) {
 	case "451":
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "mailbox busy, try later"}
