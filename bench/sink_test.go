@@ -40,7 +40,7 @@ func TestSink(t *testing.T) {
 	send(benchUser, "Subject: accepted\r\n\r\n"+link+"\r\n")
 	// The agent's client sends each mail in one BDAT chunk (RFC 3030), its dots as they are.
 	chunked := "Subject: waiting\r\n\r\n.\r\n..leading dots\r\n" + strings.Repeat("y", 200<<10) + "\r\nopen " + link + "/2\r\n"
-	if _, err := c.Send("agent@localhost", nil, acceptPrefix+"2@bench.example", nil, []byte(chunked)); err != nil {
+	if err := c.Send("agent@localhost", nil, acceptPrefix+"2@bench.example", nil, []byte(chunked)); err != nil {
 		t.Fatalf("in a chunk: %v", err)
 	}
 	if err := c.Quit(); err != nil {
