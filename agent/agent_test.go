@@ -197,6 +197,39 @@ func want(t *testing.T, v *evidence.Verdict, outcome evidence.Outcome, att evide
 	}
 }
 
+// A recipient may decide on a message whose notification its server took when the agent
+// stopped before recording the delivery: the token it comes with proves the notification
+// reached it, so the agent signs the NTF then, once, and the delivery made again after the
+// restart adds none.
+func TestDecisionBeforeTheDeliveryIsRecorded(t *testing.T) {
+	for _, decide := range []string{"accept", "refuse"} {
+		w := newWorld(t)
+		ctx := context.Background()
+		p := w.submit(t, agent.Submission{Subject: "the lease"})
+		tok := w.mails.token(t, bob) // delivered, but not recorded as sent
+		w.clock.add(time.Minute)
+		var err error
+		if decide == "accept" {
+			_, err = w.a.Accept(ctx, tok, agent.Acceptance{Client: "198.51.100.7"})
+		} else {
+			err = w.a.Refuse(ctx, tok, "")
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", decide, err)
+		}
+		w.deliverQueue(t) // the delivery made again after the restart
+		v := w.verdict(t, p.Label)
+		var types []string
+		for _, f := range v.Facts {
+			types = append(types, string(f.Type))
+		}
+		want := map[string]string{"accept": "COP NTF DLV ROD", "refuse": "COP NTF REJ"}[decide]
+		if got := strings.Join(types, " "); got != want || !v.Valid {
+			t.Errorf("%s before the delivery was recorded: evidence %s (valid %v), want %s\n%s", decide, got, v.Valid, want, v.Text())
+		}
+	}
+}
+
 func TestPostNotifyAcceptRetrieve(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()

@@ -221,13 +221,33 @@ func (a *Agent) Sent(ctx context.Context, m store.Outbound) error {
 		if it.State != store.StatePosted {
 			return nil // decided or closed before the notification went out (a retry, a retraction)
 		}
-		if _, err := a.sign(tx, &evidence.Record{Type: evidence.NTF, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
-			Recipient: it.Recipient, Content: it.Content, Commitment: it.Commitment, Deadline: it.Deadline, Time: now}); err != nil {
+		if err := a.notified(tx, &it, now); err != nil {
 			return err
 		}
-		it.State, it.Updated = store.StateNotified, now
 		return tx.UpdateItem(it)
 	})
+}
+
+// notified signs the NTF of it, whose notification the recipient's server has taken (seed 001
+// §4.3 step 4), and marks it notified; the caller stores it.
+func (a *Agent) notified(tx store.Tx, it *store.Item, now time.Time) error {
+	if _, err := a.sign(tx, &evidence.Record{Type: evidence.NTF, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
+		Recipient: it.Recipient, Content: it.Content, Commitment: it.Commitment, Deadline: it.Deadline, Time: now}); err != nil {
+		return err
+	}
+	it.State, it.Updated = store.StateNotified, now
+	return nil
+}
+
+// notifiedBeforeDecision signs the NTF of an item the recipient decides on while it is still
+// posted. The recipient came with the token only its notification carries, so the
+// notification was delivered; its record was lost when the agent stopped between the delivery
+// and the record, and the delivery made again after the restart will find the item decided.
+func (a *Agent) notifiedBeforeDecision(tx store.Tx, it *store.Item, now time.Time) error {
+	if it.State != store.StatePosted {
+		return nil
+	}
+	return a.notified(tx, it, now)
 }
 
 // Bounced records that a queued mail cannot be delivered. When it is a notification, the

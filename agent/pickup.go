@@ -168,6 +168,9 @@ func (a *Agent) Accept(ctx context.Context, tok string, acc Acceptance) (PickupV
 		if v := viewOf(cur, now); v.Why != "" {
 			return refuse(KindGone, "%s", v.Why) // decided meanwhile
 		}
+		if err := a.notifiedBeforeDecision(tx, &cur, now); err != nil {
+			return err
+		}
 		// DESIGN.md §2: the recipient's COD when it signs, and the agent's DLV (how, when, from
 		// where it authenticated) always.
 		if cod != nil {
@@ -277,6 +280,9 @@ func (a *Agent) Refuse(ctx context.Context, tok, pw string) error {
 		}
 		if v := viewOf(cur, now); v.Why != "" {
 			return refuse(KindGone, "%s", v.Why)
+		}
+		if err := a.notifiedBeforeDecision(tx, &cur, now); err != nil {
+			return err
 		}
 		rej, err := a.sign(tx, &evidence.Record{Type: evidence.REJ, Label: it.Label, Protocol: it.Protocol, Agent: a.Name(),
 			Recipient: it.Recipient, Reason: "refused", Time: now})
