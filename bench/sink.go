@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,7 +260,7 @@ func readChunk(br *bufio.Reader, size int64, body []byte, keep bool) ([]byte, er
 		return nil, errors.New("bench: sink: message too long")
 	}
 	n := len(body)
-	body = append(body, make([]byte, size)...)
+	body = slices.Grow(body, int(size))[:n+int(size)]
 	_, err := io.ReadFull(br, body[n:])
 	return body, err
 }

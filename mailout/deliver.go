@@ -119,14 +119,14 @@ func (q *Queue) deliver(ctx context.Context, m store.Outbound) result {
 func (q *Queue) deliverSmarthost(ctx context.Context, ms []store.Outbound) []result {
 	host, _, err := net.SplitHostPort(q.cfg.Smarthost)
 	if err != nil {
-		return allFail(len(ms), result{err: fmt.Errorf("smarthost %q: %w", q.cfg.Smarthost, err)})
+		return repeat(len(ms), result{err: fmt.Errorf("smarthost %q: %w", q.cfg.Smarthost, err)})
 	}
 	return q.sendMany(ctx, ms, hop{addr: q.cfg.Smarthost, name: host, tls: q.cfg.TLS, auth: true, pool: true,
 		cfg: &tls.Config{ServerName: host, RootCAs: q.cfg.RootCAs, MinVersion: tls.VersionTLS12}})
 }
 
-// allFail is n results, each r.
-func allFail(n int, r result) []result {
+// repeat is n results, each r.
+func repeat(n int, r result) []result {
 	rs := make([]result, n)
 	for i := range rs {
 		rs[i] = r
@@ -231,7 +231,7 @@ func (q *Queue) sendMany(ctx context.Context, ms []store.Outbound, h hop) []resu
 		s, err = q.connect(ctx, h)
 	}
 	if err != nil {
-		return allFail(len(ms), result{host: h.name}.fail(err, false))
+		return repeat(len(ms), result{host: h.name}.fail(err, false))
 	}
 	rs, keep, _ := q.transact(ms, h, s, false)
 	q.putBack(s, keep && h.pool)
@@ -245,21 +245,22 @@ func (q *Queue) transact(ms []store.Outbound, h hop, s *session, reused bool) (r
 	r := result{host: h.name}
 	if !reused && h.auth && q.cfg.Username != "" {
 		if !s.encrypted {
-			return allFail(len(ms), r.fail(errors.New(`AUTH: the password is never sent in the clear; set tls to "starttls" or "tls"`), false)), false, false
+			return repeat(len(ms), r.fail(errors.New(`AUTH: the password is never sent in the clear; set tls to "starttls" or "tls"`), false)), false, false
 		}
 		if !s.c.SupportsAuth(sasl.Plain) {
-			return allFail(len(ms), r.fail(errors.New("AUTH: the server does not offer AUTH PLAIN"), false)), false, false
+			return repeat(len(ms), r.fail(errors.New("AUTH: the server does not offer AUTH PLAIN"), false)), false, false
 		}
 		if err := s.c.Auth(sasl.NewPlainClient("", q.cfg.Username, q.cfg.Password)); err != nil {
-			return allFail(len(ms), r.fail(refused("AUTH", err), false)), false, false
+			return repeat(len(ms), r.fail(refused("AUTH", err), false)), false, false
 		}
 	}
-	rs = allFail(len(ms), r)
+	rs = repeat(len(ms), r) // each taken (code 250) or failed below
 	mails := make([]smtp.Mail, 0, len(ms))
 	sent := make([]int, 0, len(ms)) // the index in ms of each of mails
+	smtputf8, _ := s.c.Extension("SMTPUTF8")
 	for i, m := range ms {
 		utf8 := !isASCII(m.From) || !isASCII(m.To)
-		if ok, _ := s.c.Extension("SMTPUTF8"); utf8 && !ok {
+		if utf8 && !smtputf8 {
 			// RFC 6531 3.2: the server cannot take an internationalized address, now or later.
 			rs[i] = result{host: h.name, permanent: true, err: errors.New("the server does not accept internationalized addresses (SMTPUTF8, RFC 6531)")}
 			continue
@@ -299,11 +300,9 @@ func (q *Queue) transact(ms []store.Outbound, h hop, s *session, reused bool) (r
 			rs[i] = rs[i].fail(refused("MAIL FROM", err), false)
 		case "RCPT":
 			rs[i] = rs[i].fail(refused("RCPT TO", err), true)
-		case "DATA":
-			rs[i] = rs[i].fail(refused("DATA", err), true)
 		default:
-			// RFC 5321 4.1.1.4: the reply to the end of the message is what says the server
-			// took the mail.
+			// DATA, or the message: RFC 5321 4.1.1.4, the reply to the end of the message is
+			// what says the server took the mail.
 			rs[i] = rs[i].fail(refused(cmd, err), true)
 		}
 	}

@@ -71,44 +71,21 @@ func (c *Client) Transaction(from string, mopts *MailOptions, to string, ropts *
 		return nil, &CommandError{"MAIL", err}
 	}
 
-	// Every reply is read, whatever the ones before it said, so that the next command meets
-	// the reply that is its own. The error is that of the first command that failed: a
-	// server may refuse MAIL with 421 and close the session, and the refusal is what says why.
-	c.rcpts = nil
-	var first *CommandError
-	fail := func(cmd string, err error) (*DataCommand, error) {
-		if first != nil {
-			return nil, first
-		}
-		return nil, &CommandError{cmd, err}
-	}
-	if _, _, err := c.readResponse(250); err != nil {
-		if !isReply(err) {
-			return fail("MAIL", err)
-		}
-		first = &CommandError{"MAIL", err}
-	}
-	if _, _, err := c.readResponse(25); err != nil {
-		if !isReply(err) {
-			return fail("RCPT", err)
-		}
-		if first == nil {
-			first = &CommandError{"RCPT", err}
-		}
-	} else {
-		c.rcpts = append(c.rcpts, to)
+	refused, broken := c.readEnvelope(to)
+	if broken != nil {
+		return nil, firstOf(refused, broken)
 	}
 	if _, _, err := c.readResponse(354); err != nil {
-		return fail("DATA", err)
+		return nil, firstOf(refused, &CommandError{"DATA", err})
 	}
-	if first != nil {
+	if refused != nil {
 		// RFC 2920 3.1: a server that took DATA after refusing MAIL or RCPT is sent an empty
 		// message, a single dot; its reply to it says nothing of the mail.
 		w.WriteString(".\r\n")
 		if w.Flush() == nil {
 			c.readResponse(250)
 		}
-		return nil, first
+		return nil, refused
 	}
 	return &DataCommand{client: c, wc: c.text.DotWriter()}, nil
 }
@@ -242,37 +219,51 @@ func (c *Client) sendData(m Mail) error {
 // failed, or of the session.
 func (c *Client) readChunked(to string) error {
 	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
-	c.rcpts = nil
-	var first *CommandError
-	fail := func(cmd string, err error) error {
-		if first != nil {
-			return first
-		}
-		return &CommandError{cmd, err}
-	}
-	if _, _, err := c.readResponse(250); err != nil {
-		if !isReply(err) {
-			return fail("MAIL", err)
-		}
-		first = &CommandError{"MAIL", err}
-	}
-	if _, _, err := c.readResponse(25); err != nil {
-		if !isReply(err) {
-			return fail("RCPT", err)
-		}
-		if first == nil {
-			first = &CommandError{"RCPT", err}
-		}
-	} else {
-		c.rcpts = append(c.rcpts, to)
+	refused, broken := c.readEnvelope(to)
+	if broken != nil {
+		return firstOf(refused, broken)
 	}
 	c.conn.SetDeadline(time.Now().Add(c.SubmissionTimeout))
 	if _, _, err := c.readResponse(250); err != nil {
 		// After a refusal the reply to the chunk says nothing of the mail.
-		return fail("BDAT", err)
+		return firstOf(refused, &CommandError{"BDAT", err})
 	}
-	if first != nil {
-		return first
+	if refused != nil {
+		return refused
 	}
 	return nil
+}
+
+// readEnvelope reads the replies to a pipelined MAIL FROM and RCPT TO for to. Both are read,
+// whatever the first said, so that the next command meets the reply that is its own. refused
+// is the first the server refused; broken, an error that ended the session, named by the
+// command whose reply it cut.
+func (c *Client) readEnvelope(to string) (refused, broken *CommandError) {
+	c.rcpts = nil
+	if _, _, err := c.readResponse(250); err != nil {
+		if !isReply(err) {
+			return nil, &CommandError{"MAIL", err}
+		}
+		refused = &CommandError{"MAIL", err}
+	}
+	if _, _, err := c.readResponse(25); err != nil {
+		if !isReply(err) {
+			return refused, &CommandError{"RCPT", err}
+		}
+		if refused == nil {
+			refused = &CommandError{"RCPT", err}
+		}
+	} else {
+		c.rcpts = append(c.rcpts, to)
+	}
+	return refused, nil
+}
+
+// firstOf is a mail's error once err ended it: the first refusal, which says why (a server may
+// refuse MAIL with 421 and close the session), or else err.
+func firstOf(refused, err *CommandError) error {
+	if refused != nil {
+		return refused
+	}
+	return err
 }
