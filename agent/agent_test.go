@@ -444,6 +444,8 @@ func TestBadSubmissionsChangeNothing(t *testing.T) {
 	}{
 		"unknown sender":    {agent.Submission{Sender: "mallory@m.example", Recipients: []string{bob}, Message: msg}, agent.KindForbidden},
 		"disabled sender":   {agent.Submission{Sender: "carol@a.example", Recipients: []string{bob}, Message: msg}, agent.KindForbidden},
+		"unknown, no rcpt":  {agent.Submission{Sender: "mallory@m.example", Recipients: []string{}, Message: msg}, agent.KindForbidden},
+		"disabled, no rcpt": {agent.Submission{Sender: "carol@a.example", Recipients: []string{}, Message: msg}, agent.KindForbidden},
 		"no recipient":      {agent.Submission{Sender: alice, Recipients: []string{}, Message: msg}, agent.KindInvalid},
 		"bad recipient":     {agent.Submission{Sender: alice, Recipients: []string{"bob at b"}, Message: msg}, agent.KindInvalid},
 		"twice":             {agent.Submission{Sender: alice, Recipients: []string{bob, bob}, Message: msg}, agent.KindInvalid},
@@ -512,6 +514,48 @@ func TestBouncedNotificationGivesNotice(t *testing.T) {
 	want(t, v, evidence.OutcomeNotDelivered, "")
 	if !strings.Contains(v.Summary, "bounced") {
 		t.Fatalf("summary %q", v.Summary)
+	}
+}
+
+// TestTheSameMessageHandedInAgain: a message handed in again by its sender — a client that
+// never got its 250, or several at once — gets the items of the first time, however many
+// submissions race; the same message to other recipients makes items of its own.
+func TestTheSameMessageHandedInAgain(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	s := agent.Submission{Sender: alice, Recipients: []string{bob}, Message: msg, MessageID: "<lease-2@a.example>"}
+	labels := make([]evidence.Label, 8)
+	var wg sync.WaitGroup
+	for i := range labels {
+		wg.Go(func() {
+			ps, err := w.a.Submit(ctx, s)
+			if err != nil || len(ps) != 1 {
+				t.Errorf("submission %d: %v", i, err)
+				return
+			}
+			labels[i] = ps[0].Label
+		})
+	}
+	wg.Wait()
+	if again := w.submit(t, s); again.Label != labels[0] {
+		t.Fatalf("handed in once more: label %s, want %s", again.Label, labels[0])
+	}
+	for i, l := range labels {
+		if l != labels[0] {
+			t.Fatalf("submission %d got label %s, submission 0 %s: one message certified twice", i, l, labels[0])
+		}
+	}
+	other := s
+	other.Recipients = []string{"carol@c.example"}
+	if p := w.submit(t, other); p.Label == labels[0] {
+		t.Fatal("the same message to another recipient was answered with bob's item")
+	}
+	var items []store.Item
+	if err := w.st.View(ctx, func(tx store.Tx) (err error) { items, err = tx.ItemsBySender(alice, 10, 0); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != 2 {
+		t.Fatalf("%d items, want bob's and carol's", len(items))
 	}
 }
 
