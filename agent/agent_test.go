@@ -230,6 +230,39 @@ func TestDecisionBeforeTheDeliveryIsRecorded(t *testing.T) {
 	}
 }
 
+// TestNTFNeverBeforeTheCOP: a note is never dated before the latest note of its item; with the
+// clock set back between posting and delivery, the NTF is dated with the COP.
+func TestNTFNeverBeforeTheCOP(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	p := w.submit(t, agent.Submission{})
+	var due []store.Outbound
+	if err := w.st.View(ctx, func(tx store.Tx) (err error) { due, err = tx.DueOutbound(w.clock.now(), 10); return err }); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.add(-time.Hour)
+	for _, m := range due {
+		if err := w.a.Sent(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := w.a.Bundle(ctx, p.Label, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, n := range b.Notes {
+		types = append(types, string(n.Record.Type))
+		if n.Record.Time.Before(p.COP.Record.Time) {
+			t.Errorf("%s dated %s, before the COP's %s", n.Record.Type, n.Record.Time, p.COP.Record.Time)
+		}
+	}
+	if got := strings.Join(types, " "); got != "COP NTF" {
+		t.Fatalf("evidence %s, want COP NTF", got)
+	}
+	want(t, w.verdict(t, p.Label), evidence.OutcomePosted, "")
+}
+
 func TestPostNotifyAcceptRetrieve(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
