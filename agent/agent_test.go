@@ -157,14 +157,20 @@ func (w *world) submit(t *testing.T, s agent.Submission) agent.Posting {
 	return ps[0]
 }
 
-// deliverQueue marks every queued mail sent, as the outbound queue would after a 250.
-func (w *world) deliverQueue(t *testing.T) {
+// due returns the queued mails due now.
+func (w *world) due(t *testing.T) []store.Outbound {
 	t.Helper()
 	var due []store.Outbound
 	if err := w.st.View(context.Background(), func(tx store.Tx) (err error) { due, err = tx.DueOutbound(w.clock.now(), 100); return err }); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range due {
+	return due
+}
+
+// deliverQueue marks every queued mail sent, as the outbound queue would after a 250.
+func (w *world) deliverQueue(t *testing.T) {
+	t.Helper()
+	for _, m := range w.due(t) {
 		if err := w.a.Sent(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
@@ -236,10 +242,7 @@ func TestNTFNeverBeforeTheCOP(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	p := w.submit(t, agent.Submission{})
-	var due []store.Outbound
-	if err := w.st.View(ctx, func(tx store.Tx) (err error) { due, err = tx.DueOutbound(w.clock.now(), 10); return err }); err != nil {
-		t.Fatal(err)
-	}
+	due := w.due(t)
 	w.clock.add(-time.Hour)
 	for _, m := range due {
 		if err := w.a.Sent(ctx, m); err != nil {
@@ -532,10 +535,7 @@ func TestBouncedNotificationGivesNotice(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	p := w.submit(t, agent.Submission{})
-	var due []store.Outbound
-	if err := w.st.View(ctx, func(tx store.Tx) (err error) { due, err = tx.DueOutbound(w.clock.now(), 10); return err }); err != nil {
-		t.Fatal(err)
-	}
+	due := w.due(t)
 	for _, m := range due {
 		if m.Kind == "notification" {
 			if err := w.a.Bounced(ctx, m, "550 5.1.1 no such user"); err != nil {
