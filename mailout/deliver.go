@@ -119,19 +119,10 @@ func (q *Queue) deliver(ctx context.Context, m store.Outbound) result {
 func (q *Queue) deliverSmarthost(ctx context.Context, ms []store.Outbound) []result {
 	host, _, err := net.SplitHostPort(q.cfg.Smarthost)
 	if err != nil {
-		return repeat(len(ms), result{err: fmt.Errorf("smarthost %q: %w", q.cfg.Smarthost, err)})
+		return slices.Repeat([]result{{err: fmt.Errorf("smarthost %q: %w", q.cfg.Smarthost, err)}}, len(ms))
 	}
 	return q.sendMany(ctx, ms, hop{addr: q.cfg.Smarthost, name: host, tls: q.cfg.TLS, auth: true, pool: true,
 		cfg: &tls.Config{ServerName: host, RootCAs: q.cfg.RootCAs, MinVersion: tls.VersionTLS12}})
-}
-
-// repeat is n results, each r.
-func repeat(n int, r result) []result {
-	rs := make([]result, n)
-	for i := range rs {
-		rs[i] = r
-	}
-	return rs
 }
 
 // deliverMX tries the mail servers of the recipient's domain in order of preference, each of
@@ -231,7 +222,7 @@ func (q *Queue) sendMany(ctx context.Context, ms []store.Outbound, h hop) []resu
 		s, err = q.connect(ctx, h)
 	}
 	if err != nil {
-		return repeat(len(ms), result{host: h.name}.fail(err, false))
+		return slices.Repeat([]result{result{host: h.name}.fail(err, false)}, len(ms))
 	}
 	rs, keep, _ := q.transact(ms, h, s, false)
 	q.putBack(s, keep && h.pool)
@@ -245,16 +236,16 @@ func (q *Queue) transact(ms []store.Outbound, h hop, s *session, reused bool) (r
 	r := result{host: h.name}
 	if !reused && h.auth && q.cfg.Username != "" {
 		if !s.encrypted {
-			return repeat(len(ms), r.fail(errors.New(`AUTH: the password is never sent in the clear; set tls to "starttls" or "tls"`), false)), false, false
+			return slices.Repeat([]result{r.fail(errors.New(`AUTH: the password is never sent in the clear; set tls to "starttls" or "tls"`), false)}, len(ms)), false, false
 		}
 		if !s.c.SupportsAuth(sasl.Plain) {
-			return repeat(len(ms), r.fail(errors.New("AUTH: the server does not offer AUTH PLAIN"), false)), false, false
+			return slices.Repeat([]result{r.fail(errors.New("AUTH: the server does not offer AUTH PLAIN"), false)}, len(ms)), false, false
 		}
 		if err := s.c.Auth(sasl.NewPlainClient("", q.cfg.Username, q.cfg.Password)); err != nil {
-			return repeat(len(ms), r.fail(refused("AUTH", err), false)), false, false
+			return slices.Repeat([]result{r.fail(refused("AUTH", err), false)}, len(ms)), false, false
 		}
 	}
-	rs = repeat(len(ms), r) // each taken (code 250) or failed below
+	rs = slices.Repeat([]result{r}, len(ms)) // each taken (code 250) or failed below
 	mails := make([]smtp.Mail, 0, len(ms))
 	sent := make([]int, 0, len(ms)) // the index in ms of each of mails
 	smtputf8, _ := s.c.Extension("SMTPUTF8")
