@@ -366,7 +366,7 @@ func (c *certmail) memory(ctx context.Context, sk *sink, inflight, size int) (id
 		return 0, 0, err
 	}
 	for _, rc := range conns {
-		if _, err := rc.end(); err != nil {
+		if _, err := rc.end(nil); err != nil {
 			return 0, 0, err
 		}
 	}
