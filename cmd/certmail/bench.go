@@ -15,7 +15,7 @@ import (
 
 // runBench measures a throwaway certmail against a throwaway Postfix; package bench does it.
 func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	flags := newFlagSet("bench", "[--quick] [--svg FILE] [--concurrency 1,4,16,64] [--sizes 1000,10000,100000] [--messages N] | --soak 10m [--rate N]", `
+	flags := newFlagSet("bench", "[--quick] [--svg FILE] [--concurrency 1,4,16,64] [--sizes 1000,10000,100000] [--messages N] | --soak 10m [--rate N] [--every 30s]", `
 Measure certified throughput: start a throwaway certmail serve and, when Postfix is installed
 (Debian's postfix package; it needs root), a throwaway Postfix instance on loopback with its
 own configuration and queue, drive both with Postfix's smtp-source, one message per
@@ -39,6 +39,7 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	agentBin := flags.String("agent", "", "run this certmail `BINARY` as the agent, to compare builds (default: this one)")
 	soak := flags.Duration("soak", 0, "instead of the sweep, soak the agent for `DURATION` at --rate (default 80 % of its measured peak), sampling memory, goroutines and open files every 30 s")
 	rate := flags.Float64("rate", 0, "with --soak: the offered load in `MSGS` a second")
+	every := flags.Duration("every", 0, "with --soak: sample every `DURATION` instead of 30 s, for a finer view of latency")
 	if code, ok := parseFlags(flags, args); !ok {
 		return code
 	}
@@ -69,7 +70,7 @@ agent's submission from 127.0.0.0/8 is trusted for the run (submission.trusted_n
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *soak > 0 {
-		so := bench.SoakOptions{Certmail: o.Certmail, Dir: o.Dir, Duration: *soak, Rate: *rate, Out: stdout, Log: o.Log, CPUProfile: *cpuprofile}
+		so := bench.SoakOptions{Certmail: o.Certmail, Dir: o.Dir, Duration: *soak, Rate: *rate, Interval: *every, Out: stdout, Log: o.Log, CPUProfile: *cpuprofile}
 		if len(o.Sizes) > 0 {
 			so.Size = o.Sizes[0]
 		}
