@@ -48,10 +48,11 @@ type certmail struct {
 	exited  chan error
 }
 
-// startCertmail starts the agent with its data in o.Dir/certmail, outbound mail to the sink,
-// and submission from 127.0.0.0/8 trusted as benchUser.
-func startCertmail(ctx context.Context, o Options, sinkAddr string) (*certmail, error) {
-	dir := filepath.Join(o.Dir, "certmail")
+// startCertmail starts the agent with its data in o.Dir/name, outbound mail to the sink,
+// submission from 127.0.0.0/8 trusted as benchUser, and limits (TOML keys of [limits]) set
+// apart from their defaults.
+func startCertmail(ctx context.Context, o Options, sinkAddr, name, limits string) (*certmail, error) {
+	dir := filepath.Join(o.Dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -79,7 +80,9 @@ trusted_user = %q
 mode = "smarthost"
 smarthost = %q
 tls = "none"
-`, filepath.Join(dir, "data"), port, smtpAddr, httpsAddr, benchUser, sinkAddr)
+[limits]
+%s
+`, filepath.Join(dir, "data"), port, smtpAddr, httpsAddr, benchUser, sinkAddr, limits)
 	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

@@ -81,7 +81,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		return nil, err
 	}
 	defer sink.Close()
-	cm, err := startCertmail(ctx, Options{Certmail: o.Certmail, Dir: o.Dir, LogMetric: DefaultLogMetric, CPUProfile: o.CPUProfile}, sink.Addr())
+	cm, err := startCertmail(ctx, Options{Certmail: o.Certmail, Dir: o.Dir, LogMetric: DefaultLogMetric, CPUProfile: o.CPUProfile}, sink.Addr(), "certmail", "")
 	if err != nil {
 		return nil, err
 	}

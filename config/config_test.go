@@ -70,6 +70,7 @@ func TestDefault(t *testing.T) {
 			LoginPerMinuteAccount: 10,
 			LoginPerMinuteAddress: 30,
 			MaxConnections:        1000,
+			MaxSubmissionSessions: 128,
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -113,7 +114,7 @@ func TestLoadFull(t *testing.T) {
 			WarnAt:  0.75,
 		},
 		Retention: config.Retention{ContentDays: 30, EvidenceDays: 3653},
-		Limits:    config.Limits{MaxMessageBytes: 50 << 20, MaxRecipients: 20, LoginPerMinuteAccount: 5, LoginPerMinuteAddress: 60, MaxConnections: 1000},
+		Limits:    config.Limits{MaxMessageBytes: 50 << 20, MaxRecipients: 20, LoginPerMinuteAccount: 5, LoginPerMinuteAddress: 60, MaxConnections: 1000, MaxSubmissionSessions: 128},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", c, want)
@@ -308,6 +309,7 @@ func TestValidate(t *testing.T) {
 		{"no recipients", func(c *config.Config) { c.Limits.MaxRecipients = -1 }, []string{"limits.max_recipients = -1"}},
 		{"no logins", func(c *config.Config) { c.Limits.LoginPerMinuteAddress = 0 }, []string{"limits.login_per_minute_address = 0"}},
 		{"no connections", func(c *config.Config) { c.Limits.MaxConnections = 0 }, []string{"limits.max_connections = 0"}},
+		{"no submission sessions", func(c *config.Config) { c.Limits.MaxSubmissionSessions = 0 }, []string{"limits.max_submission_sessions = 0"}},
 		{"trusted not a network", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"127.0.0.1"} }, []string{"submission.trusted_networks", `"127.0.0.1" is not a network`}},
 		{"trusted not loopback", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"10.0.0.0/8"} }, []string{`"10.0.0.0/8" is not a loopback network`}},
 		{"trusted wider than loopback", func(c *config.Config) { trusted(c); c.Submission.TrustedNetworks = []string{"126.0.0.0/7"} }, []string{`"126.0.0.0/7" is not a loopback network`}},

@@ -91,4 +91,7 @@ login_per_minute_address = 30
 # Connections each listener serves at once (SMTP submission, SMTP from peers, HTTPS); the
 # rest wait to be accepted. serve lowers it when the process may open too few files for all.
 max_connections = 1000
+# SMTP submission sessions served at once (at most max_connections); further clients wait
+# in the kernel's queue to be greeted, as under Postfix's process limit.
+max_submission_sessions = 128
 `

@@ -177,6 +177,7 @@ func (c Config) Validate() error {
 		{"login_per_minute_account", int64(l.LoginPerMinuteAccount)},
 		{"login_per_minute_address", int64(l.LoginPerMinuteAddress)},
 		{"max_connections", int64(l.MaxConnections)},
+		{"max_submission_sessions", int64(l.MaxSubmissionSessions)},
 	} {
 		if f.v < 1 {
 			bad("limits.%s = %d: want a positive number", f.key, f.v)

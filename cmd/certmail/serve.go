@@ -238,7 +238,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, log *slog.L
 	if err != nil {
 		return fmt.Errorf("smtp submission: %w", err)
 	}
-	smtpL = netutil.LimitListener(smtpL, conns)
+	smtpL = netutil.LimitListener(smtpL, min(conns, cfg.Limits.MaxSubmissionSessions))
 	httpsL, err := net.Listen("tcp", cfg.Listen.HTTPS)
 	if err != nil {
 		return fmt.Errorf("https: %w", err)
