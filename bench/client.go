@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -164,53 +163,25 @@ func submit(ctx context.Context, addr, rcpt string, msg []byte) (string, error) 
 // answer and how long wait took (Behind, CaughtUp).
 func openLoop(ctx context.Context, addr string, size int, rate float64, dur time.Duration, missing func(int) int, wait func(int) error) (Latency, error) {
 	l := Latency{Size: size, Offered: rate}
-	n := max(int(rate*dur.Seconds()), 1)
-	interval := time.Duration(float64(time.Second) / rate)
-	var (
-		mu    sync.Mutex
-		times []time.Duration
-		wg    sync.WaitGroup
-		last  time.Time
-	)
-	start := time.Now()
-	for i := range n {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			select {
-			case <-ctx.Done():
-				return l, ctx.Err()
-			case <-time.After(d):
-			}
-		}
-		// Each message its own Message-ID: the agent answers the same message handed in again
-		// with the item it made the first time.
-		msg := message(benchRcpt, size)
-		wg.Go(func() {
-			t0 := time.Now()
-			_, err := submit(ctx, addr, benchRcpt, msg)
-			took := time.Since(t0)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if l.Errors++; l.Errors == 1 {
-					l.FirstError = err.Error()
-				}
-				return
-			}
-			times = append(times, took)
-			last = time.Now()
-		})
+	c, err := newLoopClient(addr, benchRcpt, size)
+	if err != nil {
+		return l, err
 	}
-	wg.Wait()
-	l.P50, l.P99 = percentile(times, 50), percentile(times, 99)
-	if len(times) > 0 {
-		l.Done = float64(len(times)) / last.Sub(start).Seconds()
+	start := time.Now()
+	if err := c.run(ctx, max(int(rate*dur.Seconds()), 1), time.Duration(float64(time.Second)/rate)); err != nil {
+		return l, err
+	}
+	l.Errors, l.FirstError = c.errors, c.first
+	l.P50, l.P99 = percentile(c.times, 50), percentile(c.times, 99)
+	if len(c.times) > 0 {
+		l.Done = float64(len(c.times)) / c.last.Sub(start).Seconds()
 	}
 	if missing == nil {
-		return l, wait(len(times))
+		return l, wait(len(c.times))
 	}
-	l.Behind = max(missing(len(times)), 0)
+	l.Behind = max(missing(len(c.times)), 0)
 	t := time.Now()
-	err := wait(len(times))
+	err = wait(len(c.times))
 	l.CaughtUp = time.Since(t)
 	return l, err
 }
