@@ -57,7 +57,6 @@ type loopSession struct {
 	in      []byte // read, not yet taken as replies
 	out     []byte // still to write
 	msg     []byte // the message, its final dot and QUIT
-	offered bool   // the EHLO reply offered PIPELINING
 }
 
 func newLoopClient(addr, rcpt string, size int) (*loopClient, error) {
