@@ -25,12 +25,11 @@ func runSource(ctx context.Context, source, addr string, size, conc, n int) erro
 	return nil
 }
 
-// rawConn is one SMTP client connection that sends one message, in two halves when asked.
-// When the server offers PIPELINING (RFC 2920), as certmail and Postfix do, it sends its
-// commands in the groups that mail servers' own clients send: MAIL FROM, RCPT TO and DATA in
-// one write, and the message, its final dot and QUIT in another. Every round trip on
-// loopback is a wake-up on each side, and this client shares the machine with the server it
-// measures.
+// rawConn is one SMTP client connection that sends one message, in two halves when asked:
+// the time-to-ROD and memory measurements' client (the latency runs have loopClient). When
+// the server offers PIPELINING (RFC 2920), as certmail and Postfix do, it sends its commands
+// in the groups that mail servers' own clients send: MAIL FROM, RCPT TO and DATA in one write,
+// and the message, its final dot and QUIT in another.
 type rawConn struct {
 	nc         net.Conn
 	tp         *textproto.Reader

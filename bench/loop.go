@@ -47,7 +47,10 @@ const (
 	stepQuit            // 221
 )
 
-var stepNames = [...]string{"connect", "greeting", "EHLO", "MAIL FROM, RCPT TO, DATA", "end of data", "QUIT"}
+// stepName names a step in an error.
+func stepName(step int) string {
+	return [...]string{"connect", "greeting", "EHLO", "MAIL FROM, RCPT TO, DATA", "end of data", "QUIT"}[step]
+}
 
 type loopSession struct {
 	fd      int
@@ -173,7 +176,7 @@ func (c *loopClient) event(s *loopSession, events uint32) {
 		case err == nil && s.step == stepQuit: // the server closed after its 221, or before it
 			c.end(s, nil)
 		default:
-			c.end(s, fmt.Errorf("bench: %s: connection closed (%v)", stepNames[s.step], err))
+			c.end(s, fmt.Errorf("bench: %s: connection closed (%v)", stepName(s.step), err))
 		}
 		return
 	}
@@ -228,7 +231,7 @@ func (c *loopClient) reply(s *loopSession, code int, text []byte) bool {
 		return false
 	}
 	if code != want {
-		c.end(s, fmt.Errorf("bench: %s: %s", stepNames[s.step], bytes.TrimSpace(text)))
+		c.end(s, fmt.Errorf("bench: %s: %s", stepName(s.step), bytes.TrimSpace(text)))
 		return false
 	}
 	s.replies++
@@ -272,7 +275,7 @@ func (c *loopClient) flush(s *loopSession) error {
 			return nil
 		case errors.Is(err, unix.EINTR):
 		case err != nil:
-			return fmt.Errorf("bench: %s: %w", stepNames[s.step], err)
+			return fmt.Errorf("bench: %s: %w", stepName(s.step), err)
 		}
 	}
 	return nil
